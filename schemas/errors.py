@@ -1,0 +1,65 @@
+"""The csext exception tree.
+
+    CsextError
+    ├── ConfigError            settings or CLI input that cannot work
+    ├── ManifestError          an extension.yaml that does not validate (names file + field)
+    ├── ExtensionNotFound      no such extension in the registry
+    ├── BrokerUnavailable      RabbitMQ could not be reached
+    └── CallFailed             an RPC call got no usable answer
+        └── CallTimeout        ... within its deadline
+
+Control flow inside the event path uses `RetryableRun` (tenacity retries it) and
+`DeadLetter` (settle the delivery by dead-lettering it with a reason).
+"""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+class CsextError(Exception):
+    """Root of every error csext raises on purpose."""
+
+class ConfigError(CsextError):
+    pass
+
+class ManifestError(CsextError):
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+class ExtensionNotFound(CsextError):
+    pass
+
+class BrokerUnavailable(CsextError):
+    pass
+
+class CallFailed(CsextError):
+    pass
+
+class CallTimeout(CallFailed):
+    pass
+
+class RetryableRun(Exception):
+    """An extension run failed in a way its retry policy says to try again."""
+
+class DeadLetter(Exception):
+    """Settle this delivery by dead-lettering it; `reason` is a short machine-readable word."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+def describe_validation_error(error: ValidationError, *, prefix: str = "") -> list[str]:
+    """One line per problem: `field: what is wrong (got X)`."""
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if prefix:
+            field = f"{prefix}.{field}" if item["loc"] else prefix
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r:.60})"
+        lines.append(f"{field}: {message}{shown}")
+    return lines

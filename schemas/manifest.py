@@ -1,0 +1,211 @@
+"""`extension.yaml`: the manifest of one extension.
+
+A superset of the manifest CloudStack proposed for importing extensions (apiVersion, kind,
+metadata, source, spec), so a CloudStack-style manifest validates as is. Field names are
+camelCase in YAML (as in CloudStack's proposal) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_NAME_RE = re.compile(NAME_PATTERN)
+SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
+
+API_VERSIONS = ("csext/v1", "cloudstack.apache.org/v1")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class HookType(StrEnum):
+    EVENT = "event"
+    ORCHESTRATOR = "orchestrator"
+    NETWORK_ORCHESTRATOR = "network-orchestrator"
+    OOB_MANAGEMENT = "oob-management"
+    USER_AUTHENTICATOR = "user-authenticator"
+    TWO_FACTOR = "two-factor"
+    DEPLOYMENT_PLANNER = "deployment-planner"
+    DOMAIN_XML = "domain-xml"
+
+
+# CloudStack's `kind` / `spec.type` values and the hook they mean.
+CLOUDSTACK_KINDS = {
+    "OrchestratorExtension": HookType.ORCHESTRATOR,
+    "Orchestrator": HookType.ORCHESTRATOR,
+    "NetworkOrchestratorExtension": HookType.NETWORK_ORCHESTRATOR,
+    "NetworkOrchestrator": HookType.NETWORK_ORCHESTRATOR,
+}
+
+
+class Runtime(StrEnum):
+    EXEC = "exec"
+    """One process per run: `<entrypoint> <action> <payload-file> <timeout>`."""
+    COPROCESS = "coprocess"
+    """A warm process speaking one JSON line in, one JSON line out."""
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(_NAME_RE.match(name))
+
+
+class Metadata(_Model):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    display_name: str | None = None
+    description: str = ""
+    version: str = "0.1.0"
+    maintainer: str | None = None
+    author: str | None = None
+    homepage: str | None = None
+    license: str | None = None
+    tags: list[str] = []
+
+
+class Source(_Model):
+    """Where the extension came from (written by `csext install`)."""
+
+    type: str = "local"
+    url: str | None = None
+    ref: str | None = Field(default=None, validation_alias=AliasChoices("ref", "refs"))
+    commit: str | None = None
+    subdir: str | None = None
+
+
+class Entrypoint(_Model):
+    """CloudStack's proposal spells the entry point as an object."""
+
+    path: str
+    language: str | None = None
+    target_dir: str | None = None
+
+
+class Backoff(_Model):
+    initial: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    max: Annotated[float, Field(ge=0, le=3600)] = 30.0
+    multiplier: Annotated[float, Field(ge=1, le=10)] = 2.0
+    jitter: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+
+class RetryPolicy(_Model):
+    attempts: Annotated[int, Field(ge=1, le=100)] = 3
+    """Total runs, the first included; 1 means no retry."""
+    backoff: Backoff = Backoff()
+    max_elapsed: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """Seconds from the first attempt after which no retry starts."""
+    retryable_exit_codes: list[Annotated[int, Field(ge=0, le=255)]] = [75]
+    """75 is EX_TEMPFAIL from sysexits.h."""
+    retry_on_timeout: bool = True
+
+
+class EventBinding(_Model):
+    patterns: list[str] = []
+    """AMQP topic patterns on CloudStack routing keys, e.g. `management-server.ResourceStateEvent.#`."""
+
+    @field_validator("patterns")
+    @classmethod
+    def _patterns_are_topic_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not pattern or any(not word for word in pattern.split(".")):
+                raise ValueError(
+                    f"{pattern!r} is not a topic pattern: use dot-separated words, "
+                    "'*' for one word and '#' for any number, "
+                    "e.g. 'management-server.ResourceStateEvent.#'"
+                )
+        return value
+
+
+class Compatibility(_Model):
+    cloudstack: str | None = None
+    """A version range such as `>=4.21,<4.24`."""
+    csext: str | None = None
+    min_version: str | None = None
+    """CloudStack's proposal: `compatibility.cloudstack.minVersion`."""
+
+
+class Spec(_Model):
+    model_config = ConfigDict(extra="allow")
+    """Unknown spec keys are kept (CloudStack's `details`, `orchestrator`, `customActions`...)."""
+
+    hook: HookType | None = None
+    type: str | None = None
+    """CloudStack's spelling of the hook (`Orchestrator`, `NetworkOrchestrator`)."""
+    entrypoint: str | Entrypoint
+    runtime: Runtime = Runtime.EXEC
+    events: EventBinding = EventBinding()
+    actions: list[str] = []
+    timeout: Annotated[float, Field(gt=0, le=86400)] = 60.0
+    retry: RetryPolicy = RetryPolicy()
+    concurrency: Annotated[int, Field(ge=1, le=1024)] = 4
+    enabled: bool = True
+    env: dict[str, str] = {}
+    secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = []
+    compatibility: Compatibility | dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _hook_known(self) -> Spec:
+        if self.hook is None:
+            hook = CLOUDSTACK_KINDS.get(self.type or "")
+            if hook is None:
+                raise ValueError(
+                    "spec.hook is required: one of " + ", ".join(h.value for h in HookType)
+                )
+            object.__setattr__(self, "hook", hook)
+        return self
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key or "=" in key or "\0" in key or key.startswith("CSEXT_"):
+                raise ValueError(
+                    f"env name {key!r} is not allowed: use a plain name without '=' "
+                    "that does not start with CSEXT_ (those are set by csext)"
+                )
+        return value
+
+    @property
+    def hook_type(self) -> HookType:
+        assert self.hook is not None  # set by the validator
+        return self.hook
+
+    @property
+    def entrypoint_path(self) -> str:
+        return self.entrypoint if isinstance(self.entrypoint, str) else self.entrypoint.path
+
+
+class Manifest(_Model):
+    api_version: str = "csext/v1"
+    kind: str = "Extension"
+    metadata: Metadata
+    source: Source = Source()
+    spec: Spec
+
+    @field_validator("api_version")
+    @classmethod
+    def _known_api(cls, value: str) -> str:
+        if value not in API_VERSIONS:
+            raise ValueError(f"apiVersion must be one of {', '.join(API_VERSIONS)}")
+        return value
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

@@ -1,0 +1,116 @@
+"""Worker settings: environment (`CSEXT_*`), an optional YAML config file, CLI flags.
+
+Precedence, highest first: CLI flags (passed as init arguments), environment variables,
+the config file (`CSEXT_CONFIG`, default /etc/csext/csext.yaml if it exists), defaults.
+Built once by the CLI and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from . import constants
+
+DEFAULT_CONFIG_FILE = Path("/etc/csext/csext.yaml")
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def _default_run_dir() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    base = Path(runtime) if runtime else Path("/tmp")
+    return base / f"csext-runs-{os.getuid()}"
+
+
+def config_file_path() -> Path | None:
+    """The YAML config file in force, if any."""
+    explicit = os.environ.get("CSEXT_CONFIG")
+    if explicit:
+        return Path(explicit)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CSEXT_", extra="ignore", frozen=True)
+
+    amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    registry: Path = Path("extensions")
+    cloudstack_exchange: str = constants.CLOUDSTACK_EXCHANGE
+    declare_cloudstack_exchange: bool = True
+    """Declare CloudStack's exchange (topic, durable) so bindings work before CloudStack runs."""
+    concurrency: int = Field(default=16, ge=1, le=4096)
+    """Worker-wide limit on extension runs at once (per worker process)."""
+    processes: int = Field(default=1, ge=1, le=256)
+    shutdown_grace: float = Field(default=30.0, ge=0)
+    """Seconds running extensions get to finish after SIGTERM."""
+    kill_grace: float = Field(default=2.0, ge=0, le=60)
+    """Seconds between SIGTERM and SIGKILL when an extension hits its deadline."""
+    output_cap: int = Field(default=1024 * 1024, ge=1024)
+    """Bytes kept of each of stdout and stderr per run; the rest is drained and dropped."""
+    run_dir: Path = Field(default_factory=_default_run_dir)
+    """Private run directories (payload files) live here."""
+    extension_path: str = DEFAULT_PATH
+    """PATH given to extensions."""
+    extension_lang: str = "C.UTF-8"
+    delivery_limit: int = Field(default=constants.DEFAULT_DELIVERY_LIMIT, ge=1, le=1000)
+    rpc_margin: float = Field(default=0.5, ge=0, le=60)
+    """Seconds kept back from an RPC deadline so the reply arrives before the caller gives up."""
+    secrets_file: Path | None = None
+    log_level: str = "INFO"
+    log_json: bool | None = None
+    """JSON log lines; default: JSON when stderr is not a terminal."""
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("amqp", "amqps"):
+            raise ValueError(
+                "must be an amqp:// or amqps:// URL, e.g. amqp://guest:guest@localhost:5672/"
+            )
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file_path()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @property
+    def safe_amqp_url(self) -> str:
+        return redact_url(self.amqp_url)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and config file, with non-None overrides on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
