@@ -21,6 +21,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from .versions import VersionRange
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
@@ -134,11 +136,37 @@ class EventBinding(_Model):
 
 
 class Compatibility(_Model):
+    model_config = ConfigDict(extra="allow")
+
     cloudstack: str | None = None
-    """A version range such as `>=4.21,<4.24`."""
+    """A version range such as `>=4.21,<4.24` (syntax: schemas/versions.py)."""
     csext: str | None = None
+    """The csext versions this extension works with; enforced on enable and load."""
     min_version: str | None = None
     """CloudStack's proposal: `compatibility.cloudstack.minVersion`."""
+
+    @field_validator("cloudstack", mode="before")
+    @classmethod
+    def _cloudstack_proposal(cls, value: Any) -> Any:
+        """CloudStack's proposal spells it `cloudstack: {minVersion: 4.20.0, maxVersion: ...}`."""
+        if not isinstance(value, dict):
+            return value
+        unknown = set(value) - {"minVersion", "maxVersion"}
+        if unknown:
+            raise ValueError(
+                f"unknown keys {sorted(unknown)}: use a range string like '>=4.20,<4.23' "
+                "or {minVersion: 4.20, maxVersion: 4.22}"
+            )
+        clauses = [f">={value['minVersion']}"] if value.get("minVersion") else []
+        clauses += [f"<={value['maxVersion']}"] if value.get("maxVersion") else []
+        return ",".join(clauses) or None
+
+    @field_validator("cloudstack", "csext")
+    @classmethod
+    def _range_syntax(cls, value: str | None) -> str | None:
+        if value is not None:
+            VersionRange.parse(value)
+        return value
 
 
 class Spec(_Model):
@@ -158,7 +186,7 @@ class Spec(_Model):
     enabled: bool = True
     env: dict[str, str] = {}
     secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = []
-    compatibility: Compatibility | dict[str, Any] | None = None
+    compatibility: Compatibility | None = None
 
     @model_validator(mode="after")
     def _hook_known(self) -> Spec:
