@@ -21,6 +21,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from .hooks.common import EventFilters, ExitCodes, FailurePolicy
 from .versions import VersionRange
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -121,6 +122,9 @@ class RetryPolicy(_Model):
 class EventBinding(_Model):
     patterns: list[str] = []
     """AMQP topic patterns on CloudStack routing keys, e.g. `management-server.ResourceStateEvent.#`."""
+    filters: EventFilters = EventFilters()
+    """Field filters (category, type, resource type, states, phase...): the narrowest bindings
+    are derived from them and the rest is checked per event (csext.handlers.event)."""
 
     @field_validator("patterns")
     @classmethod
@@ -187,6 +191,10 @@ class Spec(_Model):
     env: dict[str, str] = {}
     secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = []
     compatibility: Compatibility | None = None
+    exit_codes: ExitCodes | None = None
+    """What exit codes mean, over the hook's defaults (handlers/<hook>.py, docs/hooks/)."""
+    failure_policy: FailurePolicy | None = None
+    """On timeout, crash or invalid output: fail-closed, fail-open or error (default per hook)."""
 
     @model_validator(mode="after")
     def _hook_known(self) -> Spec:
