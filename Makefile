@@ -1,0 +1,94 @@
+# csext everyday tasks. On a fresh clone `make run` or `make test` sets everything up:
+# the virtualenv (.venv), the editable install and a local RabbitMQ (scripts/ensure-*.sh).
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Touched after a successful `pip install -e`; reinstalls only when pyproject.toml is newer.
+STAMP := $(VENV)/.csext-installed
+# mypy cannot follow setuptools' editable import hook, so it reads the code through a
+# csext/ tree of symlinks (pyproject.toml maps worker/ handlers/ schemas/ store/ into csext.*).
+MYPY_PATH := $(VENV)/mypy-path
+PACKAGES := worker handlers schemas store
+REGISTRY ?= extensions
+PYTEST_ARGS ?=
+COMPOSE ?= docker compose
+
+.PHONY: help install rabbitmq run test lint format mypy all bench bench-smoke faults up down \
+	logs clean distclean
+
+help: ## List the targets
+	@echo "Usage: make <target>   (first run creates .venv and starts a local RabbitMQ)"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) \
+		| awk 'BEGIN {FS = ":.*## "} {printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/pip:
+	@PYTHON=$(PYTHON) bash scripts/ensure-venv.sh $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/pip
+	$(BIN)/python -m pip install --no-input -e '.[test,dev]'
+	@touch $@
+
+install: $(STAMP) ## Create .venv and install csext editable with test and dev extras
+
+rabbitmq: ## Make sure RabbitMQ answers on 127.0.0.1:5672 (installs and starts it if needed)
+	@bash scripts/ensure-rabbitmq.sh </dev/null
+
+run: install rabbitmq ## Run a worker on ./extensions in the foreground (Ctrl-C stops it)
+	@echo
+	@echo "Starting a csext worker on the registry '$(REGISTRY)'. Try it from another terminal:"
+	@echo "  echo '{\"name\": \"world\"}' | $(BIN)/csext call hello greet --payload -"
+	@echo "  echo '{}' | $(BIN)/csext emit --category ResourceStateEvent --type OperationSucceeded \\"
+	@echo "      --resource-type VirtualMachine --uuid \$$(cat /proc/sys/kernel/random/uuid) --body -"
+	@echo "  $(BIN)/csext --help"
+	@echo
+	exec $(BIN)/csext worker --registry $(REGISTRY)
+
+test: install rabbitmq ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k name -x")
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: install ## Lint with ruff
+	$(BIN)/ruff check .
+
+format: install ## Format with ruff
+	$(BIN)/ruff format .
+
+$(MYPY_PATH)/csext: | $(BIN)/pip
+	@mkdir -p $@
+	@for pkg in $(PACKAGES); do ln -sfn "$(CURDIR)/$$pkg" "$@/$$pkg"; done
+
+mypy: install $(MYPY_PATH)/csext ## Type-check with mypy (strict)
+	MYPYPATH=$(MYPY_PATH) $(BIN)/mypy $(addprefix -p csext.,$(PACKAGES))
+
+all: lint mypy test ## lint, mypy and test
+
+bench: install rabbitmq ## Run the benchmarks (python -m bench)
+	$(BIN)/python -m bench
+
+bench-smoke: install rabbitmq ## A quick benchmark run that only checks the numbers come out
+	$(BIN)/python -m bench --smoke
+
+faults: install rabbitmq ## Run the full fault-injection suite (tests/faults)
+	CSEXT_FAULTS_FULL=1 $(BIN)/pytest tests/faults $(PYTEST_ARGS)
+
+up: ## Start RabbitMQ and a worker in Docker (docker compose up -d --build)
+	$(COMPOSE) up -d --build
+
+down: ## Stop the Docker services (docker compose down)
+	$(COMPOSE) down
+
+logs: ## Follow the Docker worker's logs
+	$(COMPOSE) logs -f worker
+
+clean: ## Remove caches and build output (keeps .venv)
+	rm -rf build dist ./*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv too
+	rm -rf $(VENV)
