@@ -16,11 +16,14 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+
 class CsextError(Exception):
     """Root of every error csext raises on purpose."""
 
+
 class ConfigError(CsextError):
     pass
+
 
 class ManifestError(CsextError):
     def __init__(self, path: str, problems: list[str]) -> None:
@@ -28,20 +31,26 @@ class ManifestError(CsextError):
         self.problems = problems
         super().__init__(f"{path}: " + "; ".join(problems))
 
+
 class ExtensionNotFound(CsextError):
     pass
+
 
 class BrokerUnavailable(CsextError):
     pass
 
+
 class CallFailed(CsextError):
     pass
+
 
 class CallTimeout(CallFailed):
     pass
 
+
 class RetryableRun(Exception):
     """An extension run failed in a way its retry policy says to try again."""
+
 
 class DeadLetter(Exception):
     """Settle this delivery by dead-lettering it; `reason` is a short machine-readable word."""
@@ -50,6 +59,7 @@ class DeadLetter(Exception):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
 
 def describe_validation_error(error: ValidationError, *, prefix: str = "") -> list[str]:
     """One line per problem: `field: what is wrong (got X)`."""

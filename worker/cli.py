@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
 import typer
+from csext.schemas.errors import CsextError
 
 from . import cli_bundles, cli_forward, cli_hooks, cli_store
+from .logs import configure_logging
+from .settings import Settings, load_settings
 
 app = typer.Typer(
     name="csext",
@@ -13,6 +21,124 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+EXIT_UNAVAILABLE = 69
+"""sysexits EX_UNAVAILABLE: broker unreachable."""
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"csext: {message}", err=True)
+    return typer.Exit(code)
+
+
+def read_input(source: str) -> bytes:
+    """Bytes from a file path, or stdin for `-`."""
+    if source == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(source).read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {source}: {exc.strerror}", 2) from None
+
+
+@app.command()
+def worker(
+    registry: Path | None = typer.Option(None, help="Extensions directory [env CSEXT_REGISTRY]"),
+    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+    concurrency: int | None = typer.Option(None, help="Runs at once per process"),
+    processes: int | None = typer.Option(None, help="Worker processes under one supervisor"),
+    log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR"),
+) -> None:
+    """Consume CloudStack events and RPC calls and run the registry's extensions."""
+    settings = _settings(
+        registry=registry,
+        amqp_url=amqp_url,
+        concurrency=concurrency,
+        processes=processes,
+        log_level=log_level,
+    )
+    configure_logging(settings.log_level, settings.log_json)
+    if settings.processes > 1:
+        from .supervisor import supervise
+
+        raise typer.Exit(supervise(settings))
+    from .app import Worker
+    from .supervisor import die_with_parent
+
+    die_with_parent()
+    try:
+        asyncio.run(Worker(settings).run())
+    except CsextError as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+
+
+@app.command()
+def call(
+    name: str = typer.Argument(..., help="Extension name"),
+    action: str = typer.Argument(..., help="Action passed to the extension as argv[1]"),
+    payload: str | None = typer.Option(None, help="JSON payload file, or - for stdin"),
+    timeout: float = typer.Option(30.0, help="Seconds to wait for the reply"),
+    json_output: bool = typer.Option(False, "--json", help="Print the whole reply as JSON"),
+    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+) -> None:
+    """Call an extension through the worker pool, like CloudStack would."""
+    from .call import run_call
+
+    settings = _settings(amqp_url=amqp_url)
+    body = orjson.loads(read_input(payload)) if payload else {}
+    code = asyncio.run(run_call(settings, name, action, body, timeout, json_output))
+    raise typer.Exit(code)
+
+
+@app.command()
+def emit(
+    category: str = typer.Option(
+        ..., help="ActionEvent, AlertEvent, UsageEvent, ResourceStateEvent, AsyncJobEvent"
+    ),
+    type_: str = typer.Option(
+        ..., "--type", help="Event type, e.g. VM.START or OperationSucceeded"
+    ),
+    resource_type: str | None = typer.Option(None, help="e.g. VirtualMachine"),
+    uuid: str | None = typer.Option(None, help="Resource UUID"),
+    body: str = typer.Option(..., help="JSON body file, or - for stdin"),
+    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+) -> None:
+    """Publish an event exactly as CloudStack's RabbitMQ event bus does."""
+    from .emit import emit_event
+
+    settings = _settings(amqp_url=amqp_url)
+    data = read_input(body)
+    try:
+        key = asyncio.run(
+            emit_event(
+                settings.amqp_url,
+                settings.cloudstack_exchange,
+                category=category,
+                event_type=type_,
+                resource_type=resource_type,
+                resource_uuid=uuid,
+                body=data,
+            )
+        )
+    except CsextError as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    typer.echo(key)
+
+
+def _settings(**overrides: object) -> Settings:
+    from csext.schemas.errors import describe_validation_error
+    from pydantic import ValidationError
+
+    try:
+        return load_settings(**overrides)
+    except ValidationError as exc:
+        lines = describe_validation_error(exc)
+        raise fail(
+            "invalid settings (flags, CSEXT_* environment or config file):\n  "
+            + "\n  ".join(lines),
+            2,
+        ) from None
+
 
 for _module in (cli_store, cli_bundles, cli_hooks, cli_forward):
     _module.register(app)

@@ -1,0 +1,192 @@
+"""The worker process: connect, declare, consume every enabled extension, reload, shut down.
+
+Shutdown follows uvicorn/arq: stop consuming, let running extensions finish within the grace
+period, cancel the rest (their deliveries are requeued by the broker when the channel closes),
+close channels, then the connection. A second signal kills every running process group at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from csext.store.registry import Extension, RegistryView, load_registry
+
+from . import constants as c
+from . import topology
+from .consumers import ExtensionConsumer
+from .deadletter import DeadLetterPublisher
+from .events import EventDelivery
+from .execution import Executor
+from .records import WORKER_ID, RunRecorder
+from .reload import RegistryWatcher
+from .rpc import RpcDelivery
+from .runner import ExecRunner, install_child_watcher
+from .runtimes import Runtimes
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Worker:
+    def __init__(self, settings: Settings, *, handle_signals: bool = True) -> None:
+        self.settings = settings
+        self._handle_signals = handle_signals
+        self.runner = ExecRunner(
+            run_dir=settings.run_dir, output_cap=settings.output_cap, kill_grace=settings.kill_grace
+        )
+        self.runtimes = Runtimes(settings, self.runner)
+        self.view = RegistryView(settings.registry, {}, {})
+        self.consumers: dict[str, ExtensionConsumer] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.started = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._connection: AbstractRobustConnection | None = None
+        self._watcher: RegistryWatcher | None = None
+        self._reconcile_lock = asyncio.Lock()
+
+    async def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or `request_stop`), then shut down cleanly."""
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def start(self) -> None:
+        install_child_watcher()
+        stale = self.runner.cleanup_stale()
+        if stale:
+            log.info("removed %d stale run directories", stale)
+        self._connection = await aio_pika.connect_robust(
+            self.settings.amqp_url, client_properties={"connection_name": f"csext {WORKER_ID}"}
+        )
+        await self._build_paths(self._connection)
+        if self._handle_signals:
+            self._install_signals()
+        await self.reconcile()
+        self._watcher = RegistryWatcher(self.settings, self._connection, self.schedule_reload)
+        await self._watcher.start()
+        await self._consume_unrouted(self._connection)
+        self.started.set()
+        log.info(
+            "worker started",
+            extra={
+                "registry": str(self.settings.registry),
+                "broker": self.settings.safe_amqp_url,
+                "extensions": len(self.consumers),
+            },
+        )
+
+    async def _build_paths(self, connection: AbstractRobustConnection) -> None:
+        admin = await connection.channel()
+        await topology.declare_base(admin, self.settings)
+        confirmed = await connection.channel(publisher_confirms=True)
+        dlx = await confirmed.get_exchange(c.DEAD_LETTER_EXCHANGE, ensure=False)
+        fast = await connection.channel(publisher_confirms=False)
+        runs = await fast.get_exchange(c.RUNS_EXCHANGE, ensure=False)
+        executor = Executor(self.settings, self.runtimes, RunRecorder(runs))
+        dead_letters = DeadLetterPublisher(dlx)
+        self.events = EventDelivery(executor, dead_letters)
+        self.rpc = RpcDelivery(
+            executor, fast.default_exchange, dead_letters, self.settings.rpc_margin
+        )
+
+    async def _consume_unrouted(self, connection: AbstractRobustConnection) -> None:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=64)
+        queue = await topology.declare_unrouted_queue(channel)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            await self.rpc.handle_unrouted(lambda: self.view, message)
+
+        self._unrouted = (queue, await queue.consume(on_message))
+
+    # --- registry -------------------------------------------------------------------------
+
+    def schedule_reload(self) -> None:
+        task = asyncio.create_task(self.reconcile())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def reconcile(self) -> None:
+        """Make consumers match the registry: add, update, remove; never drop a message."""
+        async with self._reconcile_lock:
+            view = await asyncio.to_thread(load_registry, self.settings.registry, self._secrets())
+            self.view = view
+            wanted = {ext.name: ext for ext in view.enabled()}
+            for name in sorted(set(self.consumers) - set(wanted)):
+                consumer = self.consumers.pop(name)
+                log.info("extension %s stopped", name)
+                await consumer.remove(self.settings.shutdown_grace)
+                await self.runtimes.forget(name)
+            for name, ext in wanted.items():
+                await self._add_or_update(name, ext)
+
+    def _secrets(self) -> dict[str, dict[str, str]]:
+        return {}  # TODO: store.secrets.load_secrets(settings.secrets_file)
+
+    async def _add_or_update(self, name: str, ext: Extension) -> None:
+        consumer = self.consumers.get(name)
+        if consumer is None:
+            assert self._connection is not None
+            consumer = ExtensionConsumer(ext, self.settings, self.tasks)
+            await consumer.start(self._connection, self.events.handle, self.rpc.handle)
+            self.consumers[name] = consumer
+            log.info("extension %s consuming", name, extra={"version": ext.version})
+        elif consumer.ext.manifest != ext.manifest or consumer.ext.entrypoint != ext.entrypoint:
+            await consumer.update(ext)
+            await self.runtimes.forget(name)
+            log.info("extension %s updated", name, extra={"version": ext.version})
+
+    # --- signals and shutdown ---------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.schedule_reload)
+
+    def _on_stop_signal(self) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("stopping: finishing running extensions (signal again to kill them)")
+            self._stop.set()
+            return
+        log.warning("second signal: killing running extensions now")
+        self.runner.kill_all()
+        for task in list(self.tasks):
+            task.cancel()
+
+    async def shutdown(self) -> None:
+        if self._watcher is not None:
+            await self._watcher.stop()
+        for consumer in self.consumers.values():
+            await consumer.stop_consuming()
+        if getattr(self, "_unrouted", None):
+            queue, tag = self._unrouted
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+        await self._drain()
+        await self.runtimes.aclose()
+        if self._connection is not None:
+            await self._connection.close()
+        log.info("worker stopped")
+
+    async def _drain(self) -> None:
+        pending = {t for t in self.tasks if not t.done()}
+        if pending:
+            log.info("waiting for %d running extensions", len(pending))
+            _, pending = await asyncio.wait(pending, timeout=self.settings.shutdown_grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=self.settings.kill_grace + 5)

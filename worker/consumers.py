@@ -1,0 +1,112 @@
+"""One extension's consumers: its channel, queues, bindings and in-flight runs.
+
+Each extension gets its own channel so that its prefetch (= its concurrency) and its backlog
+never hold back another extension. Reconciling a new manifest updates bindings and limits in
+place; removing an extension cancels its consumers and lets in-flight runs finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    ConsumerTag,
+)
+from csext.store.registry import Extension
+
+from . import constants as c
+from . import topology
+from .bindings import event_patterns
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Extension, AbstractIncomingMessage], Awaitable[None]]
+
+
+class ExtensionConsumer:
+    def __init__(self, ext: Extension, settings: Settings, tasks: set[asyncio.Task[None]]) -> None:
+        self.ext = ext
+        self._settings = settings
+        self._tasks = tasks
+        self._own_tasks: set[asyncio.Task[None]] = set()
+        self._limit = asyncio.Semaphore(ext.spec.concurrency)
+        self._channel: AbstractChannel | None = None
+        self._events: AbstractQueue | None = None
+        self._rpc: AbstractQueue | None = None
+        self._tags: list[tuple[AbstractQueue, ConsumerTag]] = []
+        self._patterns: set[str] = set()
+
+    async def start(
+        self, connection: AbstractConnection, on_event: Handler, on_call: Handler
+    ) -> None:
+        self._channel = channel = await connection.channel()
+        await channel.set_qos(prefetch_count=self.ext.spec.concurrency)
+        self._rpc = await topology.declare_rpc_queue(channel, self.ext.name)
+        self._events = await topology.declare_events_queue(channel, self.ext.name, self._settings)
+        await self._bind_events(set(event_patterns(self.ext.spec)))
+        self._tags.append((self._events, await self._events.consume(self._wrap(on_event))))
+        self._tags.append((self._rpc, await self._rpc.consume(self._wrap(on_call))))
+        await self._rpc.bind(c.RPC_EXCHANGE, self.ext.name)
+
+    def _wrap(self, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            task = asyncio.create_task(self._limited(handler, message))
+            for registry in (self._tasks, self._own_tasks):
+                registry.add(task)
+                task.add_done_callback(registry.discard)
+
+        return on_message
+
+    async def _limited(self, handler: Handler, message: AbstractIncomingMessage) -> None:
+        async with self._limit:
+            await handler(self.ext, message)
+
+    async def _bind_events(self, wanted: set[str]) -> None:
+        assert self._events is not None
+        exchange = self._settings.cloudstack_exchange
+        for pattern in sorted(wanted - self._patterns):
+            await self._events.bind(exchange, pattern)
+        for pattern in sorted(self._patterns - wanted):
+            await self._events.unbind(exchange, pattern)
+        self._patterns = wanted
+
+    async def update(self, ext: Extension) -> None:
+        """Apply a changed manifest; runs already started keep the old one."""
+        old, self.ext = self.ext, ext
+        await self._bind_events(set(event_patterns(ext.spec)))
+        if ext.spec.concurrency != old.spec.concurrency and self._channel is not None:
+            self._limit = asyncio.Semaphore(ext.spec.concurrency)
+            await self._channel.set_qos(prefetch_count=ext.spec.concurrency)
+
+    async def stop_consuming(self) -> None:
+        for queue, tag in self._tags:
+            try:
+                await queue.cancel(tag)
+            except Exception:
+                log.warning("could not cancel consumer %s", tag, exc_info=True)
+        self._tags.clear()
+
+    async def remove(self, grace: float) -> None:
+        """Disabled or removed: stop routing to it, stop consuming, let in-flight runs finish."""
+        if self._rpc is not None:
+            await self._rpc.unbind(c.RPC_EXCHANGE, self.ext.name)
+        if self._events is not None:
+            await self._bind_events(set())
+        await self.stop_consuming()
+        await self.drain(grace)
+        await self.close()
+
+    async def drain(self, grace: float) -> None:
+        if self._own_tasks:
+            await asyncio.wait(set(self._own_tasks), timeout=grace)
+
+    async def close(self) -> None:
+        if self._channel is not None and not self._channel.is_closed:
+            await self._channel.close()

@@ -1,0 +1,132 @@
+"""One extension run, the same for events and RPC calls: payload → process → typed outcome.
+
+The hook handler builds the payload file and interprets the raw result; the runtime (exec or
+coprocess) runs it; a run record is published before the caller settles the delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from csext.handlers import Interpretation, get_handler
+from csext.schemas.run import Outcome, RunResult
+from csext.store.registry import Extension
+
+from .environment import extension_env
+from .records import RunRecorder, build_record
+from .runner import RunRequest
+from .settings import Settings
+
+
+class Runtime(Protocol):
+    async def run(self, extension: Extension, request: RunRequest) -> RunResult: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What the delivery path knows about the run it asks for."""
+
+    action: str
+    payload: Any
+    kind: str
+    attempt: int
+    event_key: str
+    timeout: float
+    secrets: tuple[str, ...] = ()
+    """Values to mask in records, beyond the manifest's secrets (e.g. payload credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run: RunResult
+    interpretation: Interpretation
+    run_id: str
+
+
+class Executor:
+    def __init__(self, settings: Settings, runtime: Runtime, recorder: RunRecorder) -> None:
+        self._settings = settings
+        self._runtime = runtime
+        self._recorder = recorder
+        self._global = asyncio.Semaphore(settings.concurrency)
+
+    async def execute(self, ext: Extension, ctx: RunContext) -> RunOutcome:
+        """Run once and record it. Raises ValueError when the payload does not fit the hook."""
+        handler = get_handler(ext.hook)
+        payload = handler.payload_bytes(ctx.action, ctx.payload, ext.spec)
+        run_id = uuid.uuid4().hex
+        request = RunRequest(
+            entrypoint=ext.entrypoint,
+            action=ctx.action,
+            payload=payload,
+            timeout=ctx.timeout,
+            env=self._environment(ext, ctx, run_id),
+            cwd=ext.directory,
+        )
+        async with self._global:
+            run = await self._runtime.run(ext, request)
+        interpretation = handler.interpret(ctx.action, run, ext.spec)
+        await self._record(ext, ctx, run_id, run, interpretation)
+        return RunOutcome(run, interpretation, run_id)
+
+    def _environment(self, ext: Extension, ctx: RunContext, run_id: str) -> dict[str, str]:
+        return extension_env(
+            path=self._settings.extension_path,
+            lang=self._settings.extension_lang,
+            env=ext.spec.env,
+            secrets=ext.secret_values,
+            extension=ext.name,
+            hook=ext.hook.value,
+            action=ctx.action,
+            run_id=run_id,
+            attempt=ctx.attempt,
+            deadline=time.time() + ctx.timeout,
+            event_key=ctx.event_key,
+        )
+
+    async def _record(
+        self,
+        ext: Extension,
+        ctx: RunContext,
+        run_id: str,
+        run: RunResult,
+        interpretation: Interpretation,
+    ) -> None:
+        record = build_record(
+            run_id=run_id,
+            extension=ext.name,
+            version=ext.version,
+            hook=ext.hook.value,
+            action=ctx.action,
+            kind=ctx.kind,
+            attempt=ctx.attempt,
+            outcome=interpretation.outcome,
+            run=run,
+            event_key=ctx.event_key,
+            secrets=(*ext.secret_values.values(), *ctx.secrets),
+            error=interpretation.error.message if interpretation.error else None,
+        )
+        await asyncio.shield(self._recorder.record(record))
+
+    async def record_unrun(
+        self, ext: Extension, ctx: RunContext, outcome: Outcome, error: str
+    ) -> None:
+        """A record for a call that was not run (expired, rejected)."""
+        record = build_record(
+            run_id=uuid.uuid4().hex,
+            extension=ext.name,
+            version=ext.version,
+            hook=ext.hook.value,
+            action=ctx.action,
+            kind=ctx.kind,
+            attempt=ctx.attempt,
+            outcome=outcome,
+            run=None,
+            event_key=ctx.event_key,
+            error=error,
+        )
+        await asyncio.shield(self._recorder.record(record))

@@ -1,0 +1,169 @@
+"""The RPC path: a call → the extension → a reply on `reply_to` with the same correlation id.
+
+The caller's deadline travels in the `x-csext-deadline` header (epoch ms): a call already past
+it is dropped unrun (nobody waits for the answer), and the extension's timeout is cut to the
+time left minus a margin so the reply arrives before the caller gives up. Calls are acked once
+the reply is published; bad calls get an immediate error reply, never a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from csext.schemas.errors import describe_validation_error
+from csext.schemas.rpc import RpcReply, RpcRequest
+from csext.schemas.run import Outcome
+from csext.store.registry import Extension, RegistryView
+from pydantic import ValidationError
+
+from . import constants as c
+from .deadletter import DeadLetterPublisher
+from .environment import event_key
+from .events import _settle
+from .execution import Executor, RunContext, RunOutcome
+
+log = logging.getLogger(__name__)
+
+
+class BadCall(Exception):
+    pass
+
+
+def call_deadline(message: AbstractIncomingMessage, default_timeout: float) -> float:
+    """The caller's absolute deadline in epoch seconds."""
+    raw = (message.headers or {}).get(c.HEADER_DEADLINE)
+    if raw is None:
+        return time.time() + default_timeout
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        raise BadCall(f"header {c.HEADER_DEADLINE} must be epoch milliseconds (an integer)")
+    return float(raw) / 1000.0
+
+
+def parse_call(body: bytes) -> RpcRequest:
+    try:
+        return RpcRequest.model_validate_json(body)
+    except ValidationError as exc:
+        problems = "; ".join(describe_validation_error(exc))
+        raise BadCall(
+            'body must be JSON {"action": "<action>", "payload": {...}}: ' + problems
+        ) from None
+
+
+class RpcDelivery:
+    def __init__(
+        self,
+        executor: Executor,
+        default_exchange: AbstractExchange,
+        dead_letters: DeadLetterPublisher,
+        margin: float,
+    ) -> None:
+        self._executor = executor
+        self._replies = default_exchange
+        self._dead_letters = dead_letters
+        self._margin = margin
+
+    async def handle(self, ext: Extension, message: AbstractIncomingMessage) -> None:
+        if not message.reply_to:
+            await self._no_reply_to(ext.name, message)
+            return
+        try:
+            reply = await self._call(ext, message)
+        except asyncio.CancelledError:
+            raise
+        except BadCall as exc:
+            reply = RpcReply.failure("bad-request", str(exc))
+        except Exception:
+            log.exception("RPC path crashed", extra={"extension": ext.name})
+            reply = RpcReply.failure("internal", "the worker failed to run the call; see its log")
+        if reply is not None:
+            await self.reply(message, reply)
+        await _settle(message.ack())
+
+    async def _call(self, ext: Extension, message: AbstractIncomingMessage) -> RpcReply | None:
+        deadline = call_deadline(message, ext.spec.timeout + self._margin)
+        request = parse_call(message.body)
+        ctx = RunContext(
+            action=request.action,
+            payload=request.payload,
+            kind="rpc",
+            attempt=1,
+            event_key=event_key(ext.name, request.action, message.body),
+            timeout=ext.spec.timeout,
+        )
+        left = deadline - time.time() - self._margin
+        if left <= 0:
+            log.info("call expired before it ran", extra={"extension": ext.name})
+            await self._executor.record_unrun(ext, ctx, Outcome.EXPIRED, "deadline passed")
+            return None
+        try:
+            outcome = await self._run_with_retries(ext, ctx, deadline)
+        except ValueError as exc:
+            return RpcReply.failure("bad-request", str(exc))
+        run, interp = outcome.run, outcome.interpretation
+        return RpcReply.from_run(run, error=interp.error, result=interp.result)
+
+    async def _run_with_retries(
+        self, ext: Extension, ctx: RunContext, deadline: float
+    ) -> RunOutcome:
+        policy = ext.spec.retry
+        delay = policy.backoff.initial
+        attempt = 1
+        while True:
+            left = deadline - time.time() - self._margin
+            timeout = max(0.001, min(ext.spec.timeout, left))
+            run_ctx = dataclasses.replace(ctx, attempt=attempt, timeout=timeout)
+            outcome = await self._executor.execute(ext, run_ctx)
+            if not outcome.interpretation.retry or attempt >= policy.attempts:
+                return outcome
+            if deadline - time.time() - self._margin <= delay + 0.5:
+                return outcome
+            await asyncio.sleep(delay)
+            delay = min(policy.backoff.max, delay * policy.backoff.multiplier)
+            attempt += 1
+
+    async def reply(self, message: AbstractIncomingMessage, reply: RpcReply) -> None:
+        body = orjson.dumps(reply.model_dump(mode="json"))
+        out = aio_pika.Message(
+            body,
+            correlation_id=message.correlation_id,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        try:
+            await asyncio.shield(
+                self._replies.publish(out, message.reply_to or "", mandatory=False)
+            )
+        except Exception:
+            log.warning("could not publish a reply to %s", message.reply_to, exc_info=True)
+
+    async def _no_reply_to(self, extension: str, message: AbstractIncomingMessage) -> None:
+        log.warning("RPC call without reply_to dead-lettered", extra={"extension": extension})
+        await asyncio.shield(
+            self._dead_letters.publish(
+                message,
+                extension=extension,
+                queue=c.rpc_queue(extension),
+                reason="no-reply-to",
+                detail="RPC calls must set the reply_to property (e.g. amq.rabbitmq.reply-to)",
+            )
+        )
+        await _settle(message.ack())
+
+    async def handle_unrouted(
+        self, view: Callable[[], RegistryView], message: AbstractIncomingMessage
+    ) -> None:
+        """A call csext.rpc could not route: the extension is unknown, disabled or broken."""
+        name = message.routing_key or ""
+        kind, text = view().why_unavailable(name)
+        if message.reply_to:
+            await self.reply(message, RpcReply.failure(kind, text))
+        else:
+            log.warning("unroutable call without reply_to dropped: %s", text)
+        await _settle(message.ack())

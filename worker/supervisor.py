@@ -1,0 +1,95 @@
+"""`csext worker --processes N`: N worker processes, each with its own connection.
+
+The supervisor passes its settings to each child through CSEXT_* variables, forwards SIGTERM,
+SIGINT and SIGHUP, restarts a child that died unexpectedly (with backoff, never a hot loop),
+and exits once every child has exited after a stop. Children ask the kernel to SIGTERM them if
+the supervisor dies (PR_SET_PDEATHSIG), so a `kill -9` of the supervisor leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESTART_BACKOFF_MAX = 30.0
+SUPERVISED_ENV = "CSEXT_SUPERVISED"
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        env[f"CSEXT_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["CSEXT_PROCESSES"] = "1"
+    env[SUPERVISED_ENV] = "1"
+    return env
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._env = child_environment(settings)
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._stopping = False
+        self._failures = 0
+
+    def _spawn(self) -> None:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "csext.worker", "worker"], env=self._env, close_fds=True
+        )
+        self._children[child.pid] = child
+        log.info("worker process started", extra={"pid": child.pid})
+
+    def _forward(self, signum: int, frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self._stopping = True
+        for child in self._children.values():
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._forward)
+        for _ in range(self._settings.processes):
+            self._spawn()
+        while self._children:
+            pid, status = os.wait()
+            child = self._children.pop(pid, None)
+            if child is None:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            child.returncode = code
+            if not self._stopping:
+                self._restart_after_crash(pid, code)
+        return 0
+
+    def _restart_after_crash(self, pid: int, code: int) -> None:
+        self._failures += 1
+        delay = min(RESTART_BACKOFF_MAX, 0.5 * 2 ** min(self._failures - 1, 8))
+        log.error("worker process %s exited with %s; restarting in %.1fs", pid, code, delay)
+        time.sleep(delay)
+        if not self._stopping:
+            self._spawn()
+
+
+def supervise(settings: Settings) -> int:
+    return Supervisor(settings).run()
+
+
+def die_with_parent() -> None:
+    """Linux: get SIGTERM when the supervisor dies (children only)."""
+    if os.environ.get(SUPERVISED_ENV) != "1" or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
