@@ -1,9 +1,20 @@
-"""`csext` console script entry point."""
+"""`csext` console script entry point.
+
+`csext forward ...` runs once per CloudStack action, so it is dispatched here, before the
+typer app (and with it pydantic, yaml and aio-pika) is imported: see worker/forward.py.
+"""
 
 from __future__ import annotations
 
+import sys
+
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "forward":
+        from .forward import main as forward_main
+
+        sys.exit(forward_main(sys.argv[2:]))
+
     from .cli import app
 
     app()
