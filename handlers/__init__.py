@@ -1,18 +1,48 @@
-"""One module per hook type; `get_handler` finds the one for an extension."""
+"""One module per hook type; `get_handler` finds the one for an extension.
+
+Registry: every module in this package that defines a module-level `HANDLER` (an object with
+a `hook` attribute) is imported once, on first use, with `pkgutil.iter_modules`, and registered
+under `HANDLER.hook`. Adding a hook type is adding one module here (plus its value in
+`HookType`); nothing else lists the hooks. Hooks without a module get `GenericHandler`.
+"""
 
 from __future__ import annotations
+
+import importlib
+import pkgutil
 
 from csext.schemas.manifest import HookType
 
 from .base import GenericHandler, HookHandler, Interpretation
 
-__all__ = ["HookHandler", "Interpretation", "get_handler"]
+__all__ = ["HookHandler", "Interpretation", "all_handlers", "get_handler"]
 
 _HANDLERS: dict[HookType, HookHandler] = {}
+_discovered = False
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    for module_info in pkgutil.iter_modules(__path__):
+        if module_info.name.startswith("_") or module_info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        handler = getattr(module, "HANDLER", None)
+        if handler is not None:
+            _HANDLERS[HookType(handler.hook)] = handler
+    _discovered = True
 
 
 def get_handler(hook: HookType) -> HookHandler:
+    _discover()
     handler = _HANDLERS.get(hook)
     if handler is None:
         handler = _HANDLERS[hook] = GenericHandler(hook)
     return handler
+
+
+def all_handlers() -> dict[HookType, HookHandler]:
+    """Every hook type's handler, in HookType order."""
+    return {hook: get_handler(hook) for hook in HookType}

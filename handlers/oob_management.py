@@ -1,0 +1,88 @@
+"""The `oob-management` hook: power a host through its BMC (on|off|cycle|reset|soft|status).
+
+Answer, in order of preference: JSON `{"power_state": "On", "auth_failure": false}` or the
+ipmitool text CloudStack's own driver parses (`Chassis Power is on`). An auth failure is told
+apart from other failures by the exit code 77 (EX_NOPERM; overridable as `auth-failure` in
+`spec.exitCodes`), by `"auth_failure": true`, or by ipmitool's `RAKP 2 HMAC is invalid`.
+A successful power operation that prints no state is taken to reach the state it implies
+(on/cycle/reset → On, off/soft → Off).
+
+Failure policy: fail-open — the neutral answer is power state Unknown with success false
+(what CloudStack's driver reports when ipmitool fails); `error` is also allowed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from csext.schemas.hooks.common import FailurePolicy, HookResult, Meaning
+from csext.schemas.hooks.oob_management import OPERATIONS, OobInput, OobPowerState, OobResult
+from csext.schemas.manifest import HookType
+from csext.schemas.run import RunResult
+
+from .base import HookDefaults, TypedHandler, failed, stdout_object, stdout_text, truthy
+
+AUTH_FAILURE_TEXT = "RAKP 2 HMAC is invalid"
+IMPLIED_STATE: dict[str, OobPowerState] = {
+    "on": "On",
+    "cycle": "On",
+    "reset": "On",
+    "off": "Off",
+    "soft": "Off",
+}
+_STATES: dict[str, OobPowerState] = {
+    "on": "On",
+    "off": "Off",
+    "disabled": "Disabled",
+    "unknown": "Unknown",
+    "chassis power is on": "On",
+    "chassis power is off": "Off",
+}
+
+
+class OobManagementHandler(TypedHandler):
+    hook = HookType.OOB_MANAGEMENT
+    defaults = HookDefaults(
+        timeout=60.0,
+        attempts=1,
+        failure_policies=(FailurePolicy.FAIL_OPEN, FailurePolicy.ERROR),
+        exit_codes={0: Meaning.SUCCESS, 77: Meaning.AUTH_FAILURE},
+    )
+    input_model = OobInput
+    result_model = OobResult
+    actions = OPERATIONS
+
+    def parse(self, action: str, meaning: Meaning, run: RunResult, payload: Any) -> HookResult:
+        answer = stdout_object(run)
+        text = stdout_text(run)
+        auth = meaning == Meaning.AUTH_FAILURE or (answer and truthy(answer.get("auth_failure")))
+        if auth or AUTH_FAILURE_TEXT in text or AUTH_FAILURE_TEXT in run.stderr_tail(4096):
+            reason = (answer or {}).get("error") or text or "authentication failed"
+            return OobResult(success=False, auth_failure=True, error=str(reason)[-300:])
+        if meaning != Meaning.SUCCESS:
+            raise failed(meaning, run, answer)
+        state = state_of(answer, text)
+        if state is None:
+            state = IMPLIED_STATE.get(action, "Unknown")
+        message = (answer or {}).get("message") if answer else text
+        return OobResult(power_state=state, result=str(message) if message else None)
+
+    def fallback_result(
+        self, action: str, payload: Any, policy: FailurePolicy
+    ) -> HookResult | None:
+        return OobResult(success=False, power_state="Unknown")
+
+
+def state_of(answer: dict[str, Any] | None, text: str) -> OobPowerState | None:
+    """The power state printed, or None when none was."""
+    if answer is not None:
+        value = answer.get("power_state", answer.get("powerstate", answer.get("state")))
+        if value is None:
+            return None
+        return _STATES.get(str(value).strip().lower(), "Unknown")
+    if not text:
+        return None
+    return _STATES.get(text.splitlines()[-1].strip().lower())
+
+
+HANDLER = OobManagementHandler()
