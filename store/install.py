@@ -46,7 +46,7 @@ from .registry import MANIFEST_FILE, parse_manifest
 
 _REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
 _VERSION_TAG_RE = re.compile(r"^v?(\d+(?:\.\d+){0,3})$")
-_SCP_LIKE = re.compile(r"^[^/]+:")
+SCP_LIKE = re.compile(r"^[^/]+:")
 _GIT_SAFETY = [
     "-c", "protocol.ext.allow=never",
     "-c", "protocol.fd.allow=never",
@@ -170,7 +170,7 @@ def recorded_url(url: str) -> str:
         if parts.port:
             host = f"{host}:{parts.port}"
         return urlunsplit(parts._replace(netloc=host))
-    if _SCP_LIKE.match(url):
+    if SCP_LIKE.match(url):
         return url
     return str(Path(url).expanduser().resolve())
 
@@ -218,9 +218,9 @@ def fetch(url: str, ref: str | None, dest: Path) -> Checkout:
     if ref is not None:
         check_ref(ref)
     clone = ["clone", "--quiet", "--no-checkout", "--no-recurse-submodules"]
-    _git([*clone, "--", url, str(dest)], dest.parent, url)
+    safe_git([*clone, "--", url, str(dest)], dest.parent, url)
     commit = resolve_ref(dest, ref, url)
-    _git(["checkout", "--quiet", "--detach", commit], dest, url)
+    safe_git(["checkout", "--quiet", "--detach", commit], dest, url)
     return Checkout(dest, url, ref, commit)
 
 
@@ -231,7 +231,7 @@ def resolve_ref(repo: Path, ref: str | None, url: str) -> str:
     )
     for candidate in candidates:
         verify = ["rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"]
-        done = _git(verify, repo, url, check=False)
+        done = safe_git(verify, repo, url, check=False)
         if done.returncode == 0:
             return done.stdout.strip()
     raise InstallError(
@@ -241,11 +241,11 @@ def resolve_ref(repo: Path, ref: str | None, url: str) -> str:
 
 
 def list_tags(repo: Path) -> list[str]:
-    done = _git(["tag", "--list"], repo, "", check=False)
+    done = safe_git(["tag", "--list"], repo, "", check=False)
     return sorted(done.stdout.split())
 
 
-def _git(
+def safe_git(
     args: list[str], cwd: Path, url: str, *, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run git with hostile-repository settings; errors are scrubbed of the URL's credentials."""
@@ -456,7 +456,7 @@ def update_extension(
         checkout = fetch(source.url, None, stage / "checkout")
         target_ref = ref or newer_ref(checkout.directory, source.ref, source.url)
         commit = resolve_ref(checkout.directory, target_ref, source.url)
-        _git(["checkout", "--quiet", "--detach", commit], checkout.directory, source.url)
+        safe_git(["checkout", "--quiet", "--detach", commit], checkout.directory, source.url)
         checkout = Checkout(checkout.directory, source.url, target_ref, commit)
         staged = stage / "new" / name
         stage_copy(checkout, source.subdir, staged, name=name, enabled=current.spec.enabled)
@@ -502,7 +502,9 @@ def newer_ref(repo: Path, ref: str | None, url: str) -> str | None:
 
 
 def _is_tag(repo: Path, ref: str, url: str) -> bool:
-    done = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{ref}"], repo, url, check=False)
+    done = safe_git(
+        ["rev-parse", "--verify", "--quiet", f"refs/tags/{ref}"], repo, url, check=False
+    )
     return done.returncode == 0
 
 
