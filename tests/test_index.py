@@ -133,7 +133,7 @@ def test_add_an_index_file(home: IndexHome, collection: Path) -> None:
 def test_invalid_index_is_not_added(home: IndexHome, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("apiVersion: csext/v1\nkind: ExtensionIndex\nextensions: [{name: '../x'}]\n")
-    with pytest.raises(IndexError_, match="extensions.0"):
+    with pytest.raises(IndexError_, match=r"extensions\.0"):
         add_index(home, str(bad))
     assert list_indexes(home) == []
 
@@ -142,7 +142,7 @@ def test_repo_without_index_is_not_added(home: IndexHome, tmp_path: Path) -> Non
     repo = make_repo(tmp_path / "bare")
     write_extension(repo, "x")
     commit_all(repo, "no index")
-    with pytest.raises(IndexError_, match="csext-index.yaml not found"):
+    with pytest.raises(IndexError_, match=r"csext-index\.yaml not found"):
         add_index(home, f"file://{repo}")
 
 
