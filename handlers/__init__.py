@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import Any
 
 from csext.schemas.manifest import HookType
 
 from .base import GenericHandler, HookHandler, Interpretation
 
-__all__ = ["HookHandler", "Interpretation", "all_handlers", "get_handler"]
+__all__ = ["HookHandler", "Interpretation", "all_handlers", "get_handler", "json_schemas"]
 
 _HANDLERS: dict[HookType, HookHandler] = {}
 _discovered = False
@@ -46,3 +47,20 @@ def get_handler(hook: HookType) -> HookHandler:
 def all_handlers() -> dict[HookType, HookHandler]:
     """Every hook type's handler, in HookType order."""
     return {hook: get_handler(hook) for hook in HookType}
+
+
+def json_schemas(hook: HookType) -> dict[str, Any]:
+    """JSON Schemas (draft 2020-12) of a hook's payload file and of its typed result."""
+    handler = get_handler(hook)
+    result = handler.result_model
+    input_schema = handler.input_model.model_json_schema(by_alias=True)
+    input_schema["$schema"] = SCHEMA_DIALECT
+    input_schema.setdefault("title", f"{hook.value} input")
+    output: dict[str, Any] | None = None
+    if result is not None:
+        output = result.model_json_schema(by_alias=True)
+        output["$schema"] = SCHEMA_DIALECT
+    return {"hook": hook.value, "input": input_schema, "result": output}
+
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
