@@ -41,13 +41,7 @@ rabbitmq: ## Make sure RabbitMQ answers on 127.0.0.1:5672 (installs and starts i
 	@bash scripts/ensure-rabbitmq.sh </dev/null
 
 run: install rabbitmq ## Run a worker on ./extensions in the foreground (Ctrl-C stops it)
-	@echo
-	@echo "Starting a csext worker on the registry '$(REGISTRY)'. Try it from another terminal:"
-	@echo "  echo '{\"name\": \"world\"}' | $(BIN)/csext call hello greet --payload -"
-	@echo "  echo '{}' | $(BIN)/csext emit --category ResourceStateEvent --type OperationSucceeded \\"
-	@echo "      --resource-type VirtualMachine --uuid \$$(cat /proc/sys/kernel/random/uuid) --body -"
-	@echo "  $(BIN)/csext --help"
-	@echo
+	@bash scripts/how-to-try.sh $(REGISTRY) $(BIN)
 	exec $(BIN)/csext worker --registry $(REGISTRY)
 
 test: install rabbitmq ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k name -x")
@@ -61,7 +55,7 @@ format: install ## Format with ruff
 
 $(MYPY_PATH)/csext: | $(BIN)/pip
 	@mkdir -p $@
-	@for pkg in $(PACKAGES); do ln -sfn "$(CURDIR)/$$pkg" "$@/$$pkg"; done
+	@for pkg in $(PACKAGES); do ln -sfn "../../../$$pkg" "$@/$$pkg"; done
 
 mypy: install $(MYPY_PATH)/csext ## Type-check with mypy (strict)
 	MYPYPATH=$(MYPY_PATH) $(BIN)/mypy $(addprefix -p csext.,$(PACKAGES))
