@@ -376,8 +376,8 @@ class Connection:
             raise AmqpUnreachable(f"connection to {self.url.safe} lost: {exc}") from exc
 
     def _fill(self, size: int, what: str) -> None:
-        assert self.sock is not None
         while len(self._buffer) < size:
+            assert self.sock is not None
             try:
                 self.sock.settimeout(self._remaining(what))
                 chunk = self.sock.recv(65536)
