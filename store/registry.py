@@ -17,6 +17,8 @@ from pydantic import ValidationError
 from csext.schemas.errors import ManifestError, describe_validation_error
 from csext.schemas.manifest import HookType, Manifest, Spec
 
+from .compat import compatibility_problems
+
 log = logging.getLogger(__name__)
 
 MANIFEST_FILE = "extension.yaml"
@@ -134,6 +136,10 @@ def load_extension(directory: Path, secrets: dict[str, dict[str, str]] | None = 
              f"{directory.name!r}"],
         )
     entrypoint = resolve_entrypoint(directory, manifest)
+    if manifest.spec.enabled:
+        problems = compatibility_problems(manifest)
+        if problems:
+            raise ManifestError(str(manifest_path), problems)
     values = _secret_values(manifest, (secrets or {}).get(manifest.metadata.name, {}))
     return Extension(manifest, directory.resolve(), entrypoint, values)
 

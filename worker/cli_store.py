@@ -1,9 +1,450 @@
-"""CLI commands: store (registered into the main app by worker/cli.py)."""
+"""CLI commands of the extension store: a thin layer over csext.store (registered by cli.py).
+
+Every command builds Settings, calls one store function, and prints a table (or `--json`).
+Changes are committed by the store; afterwards the CLI broadcasts `registry-changed` on
+csext.control, best-effort: a broker that is down costs a warning on stderr, not the change.
+Errors print `error: ...` on stderr (and `{"error": ...}` with --json) and exit 1.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import orjson
 import typer
+from csext.schemas.errors import CsextError
+from csext.schemas.manifest import HookType, Runtime
+from csext.store import ops, query, scaffold
+from csext.store.git import Author
+from pydantic import ValidationError
+
+from .control import notify_best_effort
+from .settings import Settings, load_settings
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RegistryOpt = typer.Option(
+    None, "--registry", help="Registry folder (default: CSEXT_REGISTRY or ./extensions)."
+)
+JsonOpt = typer.Option(False, "--json", help="Print JSON for scripts.")
+AuthorOpt = typer.Option(
+    None,
+    "--author",
+    envvar="CSEXT_GIT_AUTHOR",
+    help="Commit author 'Name <email>' (default: csext <csext@localhost>).",
+)
+AmqpOpt = typer.Option(
+    None, "--amqp-url", help="Broker for the reload broadcast (default: CSEXT_AMQP_URL)."
+)
+
+
+class _Ctx:
+    """What one command invocation needs: settings, the store, the output mode."""
+
+    def __init__(
+        self,
+        registry: Path | None,
+        json_out: bool,
+        author: str | None = None,
+        amqp_url: str | None = None,
+    ) -> None:
+        self.json = json_out
+        self.settings: Settings = load_settings(registry=registry, amqp_url=amqp_url)
+        who = Author.parse(author) if author else Author()
+        self.store = ops.Store(self.settings.registry, self.settings.secrets_file, who)
+
+    def emit(self, data: Any, text: Callable[[], str]) -> None:
+        if self.json:
+            typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode())
+        else:
+            typer.echo(text())
+
+    def changed(self, change: ops.Change) -> None:
+        """Print a change, its warnings, and broadcast it when something changed."""
+        for warning in change.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+        if change.commit is not None or change.change == "secret":
+            problem = notify_best_effort(
+                self.settings.amqp_url, change.extension, change.change, change.commit
+            )
+            if problem:
+                typer.echo(problem, err=True)
+        short = f" ({change.commit[:10]})" if change.commit else ""
+        self.emit(change.to_dict(), lambda: f"{change.message}{short}")
+
+
+def _fail(message: str, json_out: bool) -> None:
+    if json_out:
+        typer.echo(orjson.dumps({"error": message}).decode())
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def handled(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn csext errors into `error: ...` and exit code 1 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        json_out = bool(kwargs.get("json_out", False))
+        try:
+            return func(*args, **kwargs)
+        except CsextError as exc:
+            _fail(str(exc), json_out)
+        except ValidationError as exc:
+            _fail(f"invalid settings: {exc}", json_out)
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    """Plain aligned columns (the last one is not padded)."""
+    if not rows:
+        return "(none)"
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    lines = []
+    for row in [header, *rows]:
+        cells = [str(cell).ljust(widths[i]) for i, cell in enumerate(row[:-1])]
+        lines.append("  ".join([*cells, str(row[-1])]).rstrip())
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main `csext` app."""
+    for command in (list_cmd, show_cmd, validate_cmd, new_cmd, edit_cmd, set_cmd):
+        app.command(command.__name__.removesuffix("_cmd"))(command)
+    for command in (enable_cmd, disable_cmd, remove_cmd, history_cmd, diff_cmd, rollback_cmd):
+        app.command(command.__name__.removesuffix("_cmd"))(command)
+    app.command("test")(test_cmd)
+    secret_app = typer.Typer(help="Secret values of extensions (never printed).")
+    secret_app.command("set")(secret_set_cmd)
+    secret_app.command("unset")(secret_unset_cmd)
+    secret_app.command("list")(secret_list_cmd)
+    app.add_typer(secret_app, name="secret")
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+@handled
+def list_cmd(
+    hook: HookType | None = typer.Option(None, "--hook", help="Only this hook type."),
+    enabled: bool | None = typer.Option(None, "--enabled/--disabled", help="Only these."),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """List the extensions in the registry."""
+    ctx = _Ctx(registry, json_out)
+    rows, warnings = query.list_extensions(ctx.store, hook.value if hook else None, enabled)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    cells = [[r.name, r.status, r.hook, r.version, r.runtime, r.description] for r in rows]
+    header = ["NAME", "STATUS", "HOOK", "VERSION", "RUNTIME", "DESCRIPTION"]
+    ctx.emit([r.to_dict() for r in rows], lambda: table(cells, header))
+
+
+@handled
+def show_cmd(name: str, registry: Path | None = RegistryOpt, json_out: bool = JsonOpt) -> None:
+    """Show one extension: manifest, README, status, problems, history, last runs."""
+    ctx = _Ctx(registry, json_out)
+    info = query.show(ctx.store, name)
+    ctx.emit(info, lambda: _show_text(info))
+
+
+def _show_text(info: dict[str, Any]) -> str:
+    import yaml
+
+    secrets = info["secrets"]
+    lines = [
+        f"{info['name']}  ({info['status']})  {info['path']}",
+        *[f"  problem: {p}" for p in info["problems"]],
+        f"entrypoint: {info['entrypoint']}",
+        f"secrets: declared {', '.join(secrets['declared']) or '-'}; "
+        f"set {', '.join(secrets['set']) or '-'}",
+        f"last runs: {info['last_runs']}",
+        "",
+        "--- extension.yaml",
+        yaml.safe_dump(info["manifest"], sort_keys=False).rstrip(),
+        "",
+        "--- history",
+        *[f"{c['sha'][:10]}  {c['date']}  {c['author']}  {c['subject']}" for c in info["history"]],
+    ]
+    if info["readme"]:
+        lines += ["", "--- README.md", info["readme"].rstrip()]
+    return "\n".join(lines)
+
+
+@handled
+def validate_cmd(
+    path: Path | None = typer.Argument(None, help="Extension folder or registry."),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Check one extension folder or the whole registry; exit 1 on any error."""
+    ctx = _Ctx(registry, json_out)
+    reports = query.validate(path or ctx.store.root, ctx.store)
+    ctx.emit([r.to_dict() for r in reports], lambda: _validate_text(reports))
+    if any(not r.ok for r in reports):
+        raise typer.Exit(1)
+
+
+def _validate_text(reports: list[query.Report]) -> str:
+    lines = []
+    for report in reports:
+        lines.append(f"{'ok' if report.ok else 'FAIL':4}  {report.name}")
+        lines += [f"      error: {e}" for e in report.errors]
+        lines += [f"      warning: {w}" for w in report.warnings]
+    bad = sum(not r.ok for r in reports)
+    lines.append(f"{len(reports)} checked, {bad} with errors")
+    return "\n".join(lines)
+
+
+@handled
+def history_cmd(
+    name: str | None = typer.Argument(None, help="Extension (default: the whole registry)."),
+    limit: int = typer.Option(50, "--limit", min=1),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Commits that changed one extension (or the registry), newest first."""
+    ctx = _Ctx(registry, json_out)
+    commits = query.history(ctx.store, name, limit)
+    cells = [[c.short, c.date, f"{c.author} <{c.email}>", c.subject] for c in commits]
+    ctx.emit(
+        [
+            {
+                "sha": c.sha,
+                "author": c.author,
+                "email": c.email,
+                "date": c.date,
+                "subject": c.subject,
+            }
+            for c in commits
+        ],
+        lambda: table(cells, ["COMMIT", "DATE", "AUTHOR", "SUBJECT"]),
+    )
+
+
+@handled
+def diff_cmd(
+    name: str,
+    rev: str | None = typer.Argument(
+        None, help="Compare with this commit (default: the last change)."
+    ),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Show what changed in an extension since REV (default: its last change)."""
+    ctx = _Ctx(registry, json_out)
+    result = query.diff(ctx.store, name, rev)
+    ctx.emit(result, lambda: result["diff"].rstrip() or "(no differences)")
+
+
+# --- changing ----------------------------------------------------------------------------
+
+
+@handled
+def new_cmd(
+    name: str,
+    hook: HookType = typer.Option(..., "--hook", help="Hook type of the new extension."),
+    lang: scaffold.Language = typer.Option(scaffold.Language.BASH, "--lang"),
+    runtime: Runtime = typer.Option(Runtime.EXEC, "--runtime"),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    author: str | None = AuthorOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Scaffold a working extension for a hook type (entry point, manifest, README, tests)."""
+    ctx = _Ctx(registry, json_out, author, amqp_url)
+    ctx.changed(scaffold.new(ctx.store, name, hook, lang, runtime))
+
+
+@handled
+def edit_cmd(
+    name: str,
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    author: str | None = AuthorOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Open the entry point in $EDITOR; commit on save if it is valid."""
+    ctx = _Ctx(registry, json_out, author, amqp_url)
+    ctx.changed(ops.edit(ctx.store, name, run_editor))
+
+
+def run_editor(path: Path) -> None:
+    """$VISUAL or $EDITOR (may carry arguments, e.g. 'code -w'), else vi; no shell."""
+    command = os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi"
+    argv = [*shlex.split(command), str(path)]
+    try:
+        done = subprocess.run(argv, check=False)
+    except OSError as exc:
+        raise ops.StoreError(f"cannot start the editor {argv[0]!r}: {exc.strerror}") from exc
+    if done.returncode != 0:
+        raise ops.EditRejected(
+            f"the editor exited with {done.returncode}; not saved (your copy: {path})", path
+        )
+
+
+@handled
+def set_cmd(
+    name: str,
+    content: Path | None = typer.Option(None, "--content", help="New entry point content."),
+    path: Path | None = typer.Option(None, "--path", help="Run this executable instead."),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    author: str | None = AuthorOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Replace the entry point's content (--content FILE) or point at an executable (--path)."""
+    if (content is None) == (path is None):
+        _fail("give exactly one of --content FILE or --path /abs/executable", json_out)
+    ctx = _Ctx(registry, json_out, author, amqp_url)
+    if content is not None:
+        ctx.changed(ops.set_content(ctx.store, name, content))
+    else:
+        assert path is not None
+        ctx.changed(ops.set_path(ctx.store, name, path))
+
+
+def _simple(operation: Callable[[ops.Store, str], ops.Change], doc: str) -> Callable[..., None]:
+    @handled
+    def command(
+        name: str,
+        registry: Path | None = RegistryOpt,
+        json_out: bool = JsonOpt,
+        author: str | None = AuthorOpt,
+        amqp_url: str | None = AmqpOpt,
+    ) -> None:
+        ctx = _Ctx(registry, json_out, author, amqp_url)
+        ctx.changed(operation(ctx.store, name))
+
+    command.__doc__ = doc
+    return command
+
+
+enable_cmd = _simple(ops.enable, "Enable an extension (checked: valid, compatible, secrets set).")
+enable_cmd.__name__ = "enable_cmd"
+disable_cmd = _simple(ops.disable, "Disable an extension (workers stop taking new work for it).")
+disable_cmd.__name__ = "disable_cmd"
+
+
+@handled
+def remove_cmd(
+    name: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    author: str | None = AuthorOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Remove an extension (one commit; csext rollback brings it back)."""
+    ctx = _Ctx(registry, json_out, author, amqp_url)
+    ops.extension_dir(ctx.store, name)
+    if not yes and not _confirm(f"Remove extension {name} from {ctx.store.root}?"):
+        _fail(f"not removed: confirm with 'y', or pass --yes (csext remove {name} --yes)", json_out)
+    ctx.changed(ops.remove(ctx.store, name))
+
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return typer.confirm(question, default=False)
+
+
+@handled
+def rollback_cmd(
+    name: str,
+    rev: str = typer.Argument(..., help="Commit to restore the extension to (csext history)."),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    author: str | None = AuthorOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Restore an extension as it was at REV, as a new commit."""
+    ctx = _Ctx(registry, json_out, author, amqp_url)
+    ctx.changed(ops.rollback(ctx.store, name, rev))
+
+
+# --- secrets -----------------------------------------------------------------------------
+
+
+@handled
+def secret_set_cmd(
+    name: str,
+    key: str,
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Set secret KEY of extension NAME; the value is read from stdin or a hidden prompt."""
+    ctx = _Ctx(registry, json_out, None, amqp_url)
+    ops.extension_dir(ctx.store, name)
+    if sys.stdin.isatty():
+        value = typer.prompt(f"Value of {key} for {name}", hide_input=True)
+    else:
+        value = sys.stdin.read().removesuffix("\n")
+    ctx.changed(ops.set_secret(ctx.store, name, key, value))
+
+
+@handled
+def secret_unset_cmd(
+    name: str,
+    key: str,
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
+    """Forget secret KEY of extension NAME."""
+    ctx = _Ctx(registry, json_out, None, amqp_url)
+    ctx.changed(ops.unset_secret(ctx.store, name, key))
+
+
+@handled
+def secret_list_cmd(
+    name: str, registry: Path | None = RegistryOpt, json_out: bool = JsonOpt
+) -> None:
+    """Secret names of an extension: declared in the manifest and set in the file (no values)."""
+    ctx = _Ctx(registry, json_out)
+    status = query.show(ctx.store, name)["secrets"]
+    if status["error"]:
+        raise ops.StoreError(status["error"])
+    names = sorted({*status["declared"], *status["set"]})
+    cells = [
+        [n, "yes" if n in status["declared"] else "no", "yes" if n in status["set"] else "NO"]
+        for n in names
+    ]
+    ctx.emit(status, lambda: table(cells, ["NAME", "DECLARED", "SET"]))
+
+
+# --- test --------------------------------------------------------------------------------
+
+
+@handled
+def test_cmd(
+    name: str,
+    case: list[str] = typer.Option([], "--case", help="Run only this case (repeatable)."),
+    action: str | None = typer.Option(None, "--action", help="Ad-hoc run: the action."),
+    payload: Path | None = typer.Option(None, "--payload", help="Ad-hoc run: JSON payload file."),
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+) -> None:
+    """Run the extension's test cases (or one ad-hoc payload) as the worker would; no broker."""
+    from . import extension_test
+
+    ctx = _Ctx(registry, json_out)
+    ext, cases, warnings = extension_test.select_cases(ctx.store, name, case, action, payload)
+    for warning in warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    results = extension_test.run_cases_sync(ctx.settings, ext, cases)
+    ctx.emit([r.to_dict() for r in results], lambda: extension_test.render(results))
+    if not results or any(not r.passed for r in results):
+        raise typer.Exit(1)
