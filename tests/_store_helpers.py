@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 MANIFEST = """\
 apiVersion: csext/v1
@@ -100,3 +101,25 @@ def commit_all(repo: Path, message: str, tag: str | None = None) -> str:
     if tag:
         git(repo, "tag", tag)
     return git(repo, "rev-parse", "HEAD")
+
+
+UNREACHABLE_AMQP = "amqp://guest:guest@127.0.0.1:1/"
+"""Nothing listens on port 1: the reload broadcast fails at once (a warning, not an error)."""
+
+
+def cli_env(tmp_path: Path, registry: Path, amqp_url: str = UNREACHABLE_AMQP) -> dict[str, str]:
+    return {
+        "CSEXT_REGISTRY": str(registry),
+        "CSEXT_AMQP_URL": amqp_url,
+        "CSEXT_CONFIG": str(tmp_path / "no-config.yaml"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+    }
+
+
+def csext(env: dict[str, str], *args: str) -> Any:
+    """Run the real `csext` app in-process (typer's CliRunner); returns the result."""
+    from csext.worker.cli import app
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(app, list(args), env=env)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from _store_helpers import git, git_status, make_registry, write_extension
+from _store_helpers import cli_env, csext, git, git_status, make_registry, write_extension
 from csext.schemas.errors import CsextError, ManifestError
 from csext.store.bundle import (
     BundleError,
@@ -288,3 +288,53 @@ def test_bundle_without_index_refused(tmp_path: Path, registry: Path) -> None:
     with tarfile.open(path, "w:gz") as tar:
         add(tar, "hostile/extension.yaml", manifest_text("hostile"))
     assert_refused(registry, path, "no bundle.json")
+
+
+# --- from the command line ------------------------------------------------------------------
+
+
+def test_cli_export_then_import(tmp_path: Path, registry: Path) -> None:
+    env = cli_env(tmp_path, registry)
+    out = tmp_path / "existing.tar.gz"
+    exported = csext(env, "export", "existing", "-o", str(out), "--json")
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["path"] == str(out)
+
+    other = make_registry(tmp_path / "other")
+    imported = csext(cli_env(tmp_path, other), "import", str(out), "--json")
+    assert imported.exit_code == 0, imported.output
+    data = json.loads(imported.stdout)
+    assert (data["name"], data["replaced"]) == ("existing", False)
+    assert data["commit"] == git(other, "rev-parse", "HEAD")
+    assert "could not tell workers to reload" in imported.stderr
+    assert git_status(other) == ""
+
+    again = csext(cli_env(tmp_path, other), "import", str(out))
+    assert again.exit_code == 1
+    assert "already in the registry" in again.stderr
+    replaced = csext(cli_env(tmp_path, other), "import", str(out), "--replace")
+    assert replaced.exit_code == 0, replaced.output
+    assert "replaced existing" in replaced.stdout
+
+
+def test_cli_refuses_an_unsafe_bundle(tmp_path: Path, registry: Path) -> None:
+    def link(tar: tarfile.TarFile) -> None:
+        add(tar, "hostile/passwd", type=tarfile.SYMTYPE, linkname="/etc/passwd")
+
+    bundle = build_bundle(tmp_path / "b.tar.gz", extra=link)
+    before = git(registry, "rev-parse", "HEAD")
+    result = csext(cli_env(tmp_path, registry), "import", str(bundle), "--json")
+    assert result.exit_code == 1
+    assert "symbolic link" in json.loads(result.stdout)["error"]
+    assert result.stderr.startswith("error: bundle member 'hostile/passwd'")
+    assert git(registry, "rev-parse", "HEAD") == before
+    assert git_status(registry) == ""
+
+
+def test_cli_size_limits_are_options(tmp_path: Path, registry: Path) -> None:
+    files = {"extension.yaml": manifest_text("hostile"), "run.sh": RUN, "big": b"x" * 20_000}
+    bundle = build_bundle(tmp_path / "b.tar.gz", files=files)
+    result = csext(cli_env(tmp_path, registry), "import", str(bundle), "--max-file-mib", "0.01")
+    assert result.exit_code == 1
+    assert "over the 10485-byte limit" in result.stderr
+    assert git_status(registry) == ""

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
+import aio_pika
+import orjson
 import pytest
 import yaml
-from _store_helpers import commit_all, git, git_status, make_registry, make_repo, write_extension
+from _store_helpers import (
+    cli_env,
+    commit_all,
+    csext,
+    git,
+    git_status,
+    make_registry,
+    make_repo,
+    write_extension,
+)
 from csext.schemas.errors import CsextError
 from csext.store.install import (
     InstallError,
@@ -16,6 +29,7 @@ from csext.store.install import (
     split_target,
     update_extension,
 )
+from csext.worker.constants import CONTROL_EXCHANGE
 
 
 @pytest.fixture
@@ -243,3 +257,82 @@ def test_adjust_manifest_replaces_only_the_source_block() -> None:
         out
         == "# top\napiVersion: csext/v1\nsource:\n  type: git\n  url: /r\n\n# spec next\nspec: {}\n"
     )
+
+
+# --- from the command line ------------------------------------------------------------------
+
+
+def test_cli_install_then_update(tmp_path: Path, registry: Path, upstream: Path) -> None:
+    env = cli_env(tmp_path, registry)
+    installed = csext(env, "install", f"{upstream}@v1.0.0", "--json")
+    assert installed.exit_code == 0, installed.output
+    data = json.loads(installed.stdout)
+    assert (data["name"], data["version"], data["ref"]) == ("greeter", "1.0.0", "v1.0.0")
+    assert data["registry_commit"] == git(registry, "rev-parse", "HEAD")
+
+    shown = csext(env, "update", "greeter")
+    assert shown.exit_code == 1
+    assert "+# version 1.1.0" in shown.stdout
+    assert "re-run with --yes" in shown.stderr
+    assert manifest(registry, "greeter")["metadata"]["version"] == "1.0.0"
+
+    applied = csext(env, "update", "greeter", "--yes")
+    assert applied.exit_code == 0, applied.output
+    assert "updated greeter" in applied.stdout
+    assert manifest(registry, "greeter")["metadata"]["version"] == "1.1.0"
+
+    current = csext(env, "update", "greeter", "--json")
+    assert current.exit_code == 0
+    assert json.loads(current.stdout)["up_to_date"] is True
+
+
+def test_cli_install_refusal_is_a_clear_error(tmp_path: Path, registry: Path) -> None:
+    env = cli_env(tmp_path, registry)
+    result = csext(env, "install", "https://bob:pa55word@127.0.0.1:9/x.git@v1", "--json")
+    assert result.exit_code == 1
+    assert "pa55word" not in result.output + result.stderr
+    assert json.loads(result.stdout)["error"].startswith("git clone of https://***@127.0.0.1:9")
+    assert git_status(registry) == ""
+
+
+@pytest.mark.broker
+def test_cli_install_tells_the_workers(
+    tmp_path: Path, registry: Path, upstream: Path, amqp_url: str, unique: str
+) -> None:
+    """After the commit, a registry-changed message goes out on csext.control."""
+
+    async def bind() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(unique, auto_delete=False)
+            await queue.bind(CONTROL_EXCHANGE)
+
+    async def receive() -> dict:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.get_queue(unique)
+            try:
+                async with asyncio.timeout(10):
+                    while (message := await queue.get(fail=False)) is None:
+                        await asyncio.sleep(0.05)
+                return orjson.loads(message.body)
+            finally:
+                await queue.delete(if_unused=False, if_empty=False)
+
+    asyncio.run(_declare_control(amqp_url))
+    asyncio.run(bind())
+    result = csext(cli_env(tmp_path, registry, amqp_url), "install", f"{upstream}@v1.0.0")
+    assert result.exit_code == 0, result.output
+    body = asyncio.run(receive())
+    assert body["extension"] == "greeter"
+    assert body["change"] == "install"
+    assert body["commit"] == git(registry, "rev-parse", "HEAD")
+
+
+async def _declare_control(amqp_url: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_exchange(CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True)
