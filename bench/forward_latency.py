@@ -1,0 +1,127 @@
+"""Wall time of a no-op `csext forward` call, next to `python -c pass` from the same interpreter.
+
+Starts a real worker (in a child process) with one extension, `noop`, whose entry point is
+`/bin/true`, then runs `csext forward --extension noop status <payload> 60` N times as
+CloudStack would (a new process each time) and prints p50/p99. Also times the part that is
+csext's own start-up: `csext forward --help` (no broker) and `python -c pass`.
+
+usage: .venv/bin/python bench/forward_latency.py [--runs 50] [--amqp-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import yaml
+
+CSEXT = Path(sys.executable).parent / "csext"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def timed(argv: list[str], runs: int, env: dict[str, str], check: bool = True) -> list[float]:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        done = subprocess.run(argv, env=env, capture_output=True)
+        samples.append((time.perf_counter() - start) * 1000)
+        if check and done.returncode != 0:
+            raise SystemExit(f"{argv} failed: {done.stdout!r} {done.stderr!r}")
+    return samples
+
+
+def report(label: str, samples: list[float]) -> None:
+    print(
+        f"{label:<44} p50 {statistics.median(samples):7.1f} ms   "
+        f"p99 {percentile(samples, 99):7.1f} ms   (n={len(samples)})"
+    )
+
+
+def write_registry(root: Path, name: str) -> None:
+    folder = root / name
+    folder.mkdir(parents=True)
+    manifest = {
+        "apiVersion": "csext/v1",
+        "kind": "Extension",
+        "metadata": {"name": name, "version": "1.0.0"},
+        "spec": {"hook": "orchestrator", "entrypoint": "run"},
+    }
+    (folder / "extension.yaml").write_text(yaml.safe_dump(manifest))
+    (folder / "run").write_text("#!/bin/sh\necho PowerOn\n")
+    (folder / "run").chmod(0o755)
+
+
+def start_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [str(CSEXT), "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def wait_ready(argv: list[str], env: dict[str, str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if subprocess.run(argv, env=env, capture_output=True).returncode == 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit("the worker did not answer within 30 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument(
+        "--amqp-url",
+        default=os.environ.get("CSEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+    )
+    args = parser.parse_args()
+    name = "bench-noop-" + uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_registry(root / "registry", name)
+        payload = root / "payload.json"
+        payload.write_text(json.dumps({"virtualmachinename": "i-2-4-VM"}))
+        config = root / "csext.yaml"
+        config.write_text(f"amqp_url: {args.amqp_url}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
+        env.update(
+            {
+                "CSEXT_CONFIG": str(config),
+                "CSEXT_REGISTRY": str(root / "registry"),
+                "CSEXT_RUN_DIR": str(root / "runs"),
+                "CSEXT_CLOUDSTACK_EXCHANGE": name,
+            }
+        )
+        call = [str(CSEXT), "forward", "--extension", name, "status", str(payload), "60"]
+        worker = start_worker(env)
+        try:
+            wait_ready(call, env)
+            report("python -c pass", timed([sys.executable, "-c", "pass"], args.runs, env))
+            report(
+                "csext forward --help (start-up only)",
+                timed([str(CSEXT), "forward", "--help"], args.runs, env),
+            )
+            report(
+                "csext --help (typer path, for contrast)",
+                timed([str(CSEXT), "--help"], max(5, args.runs // 5), env),
+            )
+            report("csext forward: no-op call via the worker", timed(call, args.runs, env))
+        finally:
+            worker.terminate()
+            worker.wait(30)
+
+
+if __name__ == "__main__":
+    main()
