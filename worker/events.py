@@ -65,7 +65,7 @@ def retrying(policy: RetryPolicy) -> AsyncRetrying:
     return AsyncRetrying(
         stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_elapsed),
         wait=wait_exponential_jitter(
-            initial=policy.backoff.initial,
+            multiplier=policy.backoff.initial,
             max=policy.backoff.max,
             exp_base=policy.backoff.multiplier,
             jitter=policy.backoff.jitter,
@@ -114,6 +114,8 @@ class EventDelivery:
                 with attempt:
                     attempts.count += 1
                     attempts.last = await self._run(ext, event, payload, key, base + attempts.count)
+                    if attempts.last.interpretation.retry:
+                        raise RetryableRun(attempts.last.run_id)
         except RetryableRun:
             raise DeadLetter("retries-exhausted", "the extension kept failing") from None
         assert attempts.last is not None
@@ -141,8 +143,6 @@ class EventDelivery:
             outcome = await self._executor.execute(ext, ctx)
         except ValueError as exc:
             raise DeadLetter("bad-payload", str(exc)) from None
-        if outcome.interpretation.retry:
-            raise RetryableRun(outcome.run_id)
         return outcome
 
     async def _dead_letter(

@@ -1,0 +1,203 @@
+"""Worker processes: graceful SIGTERM, kill -9 redelivery, deadlines, supervisor, reload."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from csext.schemas.event import build_routing_key
+from csext.worker import constants as c
+from csext.worker.rpc_client import RpcClient
+from workerkit import (
+    delete_extension_queues,
+    publish_event,
+    queue_consumers,
+    running_worker,
+    settings_for,
+    start_worker_process,
+    stop_process,
+    wait_until,
+    write_extension,
+)
+
+pytestmark = pytest.mark.broker
+
+SLOW = """#!/bin/sh
+echo "$CSEXT_RUN_ID $CSEXT_ATTEMPT" >> {out}/started
+sleep {seconds}
+echo "$CSEXT_RUN_ID" >> {out}/finished
+"""
+
+KEY = build_routing_key("ActionEvent", "VM.START", "VirtualMachine", "vm-1")
+
+
+@pytest.fixture
+def env(tmp_path: Path, amqp_url: str, unique: str):
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    settings = settings_for(amqp_url, registry, f"{unique}-life", tmp_path)
+    return registry, out, settings
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+async def _consuming(amqp_url: str, queue: str, count: int = 1) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if await queue_consumers(amqp_url, queue) >= count:
+                return
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, f"{queue} never got {count} consumer(s)"
+        await asyncio.sleep(0.1)
+
+
+async def test_sigterm_lets_the_running_extension_finish_and_acks_once(env, unique, amqp_url):
+    registry, out, settings = env
+    write_extension(registry, unique, SLOW.format(out=out, seconds=2), spec={"timeout": 30})
+    proc = start_worker_process(settings)
+    try:
+        await _consuming(amqp_url, c.events_queue(unique))
+        await publish_event(amqp_url, settings.cloudstack_exchange, KEY, b'{"event":"VM.START"}')
+        await wait_until(lambda: len(_lines(out / "started")) == 1, what="run started")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        assert len(_lines(out / "finished")) == 1, "the in-flight run was allowed to finish"
+        # Acked exactly once: a new worker gets nothing to redo.
+        async with running_worker(settings):
+            await asyncio.sleep(1.5)
+        assert len(_lines(out / "started")) == 1
+    finally:
+        stop_process(proc)
+        await delete_extension_queues(amqp_url, unique)
+
+
+async def test_kill_9_mid_run_redelivers_to_another_worker(env, unique, amqp_url):
+    registry, out, settings = env
+    write_extension(registry, unique, SLOW.format(out=out, seconds=3), spec={"timeout": 30})
+    first = start_worker_process(settings)
+    try:
+        await _consuming(amqp_url, c.events_queue(unique))
+        await publish_event(amqp_url, settings.cloudstack_exchange, KEY, b'{"event":"VM.START"}')
+        await wait_until(lambda: len(_lines(out / "started")) == 1, what="first run started")
+        first.kill()
+        first.wait(10)
+        async with running_worker(settings):
+            await wait_until(
+                lambda: len(_lines(out / "finished")) >= 1,
+                timeout=30,
+                what="redelivered run finished",
+            )
+        started = _lines(out / "started")
+        assert len(started) == 2
+        assert started[1].split()[1] == "2", "the attempt count survives the redelivery"
+    finally:
+        stop_process(first)
+        await delete_extension_queues(amqp_url, unique)
+
+
+async def test_timed_out_extension_leaves_no_process_behind(env, unique, amqp_url):
+    registry, out, settings = env
+    script = f"""#!/bin/sh
+sh -c 'trap "" TERM; echo $$ > {out}/grandchild; exec sleep 1000' &
+echo $$ > {out}/child
+trap "" TERM
+sleep 1000
+"""
+    write_extension(registry, unique, script, hook="orchestrator", patterns=[], spec={"timeout": 1})
+    try:
+        async with running_worker(settings), RpcClient(amqp_url) as client:
+            reply = await client.call(unique, "start", {}, timeout=20)
+        assert reply.error is not None and reply.error.kind == "timeout"
+        for name in ("child", "grandchild"):
+            pid = int((out / name).read_text())
+            assert not _alive(pid), f"{name} {pid} survived the deadline"
+    finally:
+        await delete_extension_queues(amqp_url, unique)
+
+
+async def test_supervisor_runs_n_processes_and_stops_them(env, unique, amqp_url):
+    registry, out, settings = env
+    write_extension(registry, unique, "#!/bin/sh\n", patterns=["management-server.#"])
+    proc = start_worker_process(settings, processes=2)
+    try:
+        await _consuming(amqp_url, c.events_queue(unique), count=2)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+        await wait_until(lambda: True)
+        assert await queue_consumers(amqp_url, c.events_queue(unique)) == 0
+    finally:
+        stop_process(proc)
+        await delete_extension_queues(amqp_url, unique)
+
+
+async def test_enable_and_disable_reconcile_without_restart(env, unique, amqp_url):
+    registry, out, settings = env
+    folder = write_extension(
+        registry,
+        unique,
+        f"#!/bin/sh\necho $1 >> {out}/runs\n",
+        hook="orchestrator",
+        patterns=[],
+        spec={"enabled": False},
+    )
+    manifest = folder / "extension.yaml"
+    try:
+        async with running_worker(settings) as worker, RpcClient(amqp_url) as client:
+            assert (await client.call(unique, "a", {}, timeout=10)).error.kind == "disabled"
+            _set_enabled(manifest, True)
+            await worker.reconcile()
+            assert (await client.call(unique, "b", {}, timeout=10)).exit_code == 0
+            _set_enabled(manifest, False)
+            await worker.reconcile()
+            assert (await client.call(unique, "c", {}, timeout=10)).error.kind == "disabled"
+        assert _lines(out / "runs") == ["b"]
+    finally:
+        await delete_extension_queues(amqp_url, unique)
+
+
+async def test_hand_edits_are_noticed_without_a_signal(env, unique, amqp_url):
+    registry, out, settings = env
+    folder = write_extension(
+        registry,
+        unique,
+        "#!/bin/sh\necho hi\n",
+        hook="orchestrator",
+        patterns=[],
+        spec={"enabled": False},
+    )
+    try:
+        async with running_worker(settings), RpcClient(amqp_url) as client:
+            _set_enabled(folder / "extension.yaml", True)
+            deadline = time.monotonic() + 15
+            while (reply := await client.call(unique, "x", {}, timeout=10)).error is not None:
+                assert time.monotonic() < deadline, "the change on disk was never picked up"
+                await asyncio.sleep(0.3)
+            assert reply.stdout == "hi\n"
+    finally:
+        await delete_extension_queues(amqp_url, unique)
+
+
+def _set_enabled(manifest: Path, value: bool) -> None:
+    data = yaml.safe_load(manifest.read_text())
+    data["spec"]["enabled"] = value
+    manifest.write_text(yaml.safe_dump(data))
+    os.utime(manifest)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
