@@ -127,7 +127,7 @@ sleep 1000
 
 
 async def test_supervisor_runs_n_processes_and_stops_them(env, unique, amqp_url):
-    registry, out, settings = env
+    registry, _out, settings = env
     write_extension(registry, unique, "#!/bin/sh\n", patterns=["management-server.#"])
     proc = start_worker_process(settings, processes=2)
     try:
@@ -167,7 +167,7 @@ async def test_enable_and_disable_reconcile_without_restart(env, unique, amqp_ur
 
 
 async def test_hand_edits_are_noticed_without_a_signal(env, unique, amqp_url):
-    registry, out, settings = env
+    registry, _out, settings = env
     folder = write_extension(
         registry,
         unique,
