@@ -41,10 +41,13 @@ class GitMissing(GitError):
     """The `git` executable is not installed."""
 
 
+DEFAULT_EMAIL = "csext@localhost"
+
+
 @dataclass(frozen=True, slots=True)
 class Author:
     name: str = "csext"
-    email: str = "csext@localhost"
+    email: str = DEFAULT_EMAIL
 
     @classmethod
     def parse(cls, text: str) -> Author:
@@ -56,7 +59,7 @@ class Author:
                 return cls(name.strip(), email.strip())
         if not text or "<" in text or ">" in text:
             raise CsextError(f"author {text!r} is not valid: use 'Name <email@example.org>'")
-        return cls(text, cls.email)
+        return cls(text, DEFAULT_EMAIL)
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
