@@ -40,7 +40,7 @@ from typing import IO, Any
 from csext.schemas.errors import CsextError, ManifestError
 from csext.schemas.manifest import Manifest, is_valid_name
 
-from . import git
+from . import git, ops
 from .registry import MANIFEST_FILE, load_extension, parse_manifest
 
 BUNDLE_FORMAT = 1
@@ -238,20 +238,25 @@ def place_extension(
     message: str,
     author: git.Author | None = None,
 ) -> str | None:
-    """Rename `staged` to `<registry>/<name>` and commit it; undo everything if that fails."""
+    """Rename `staged` to `<registry>/<name>` and commit it; undo everything if that fails.
+
+    Holds the registry's writer lock (the one store.ops takes), so it never interleaves
+    with another csext change.
+    """
     target = registry / name
     backup = staged.parent / f"{staged.name}.previous"
-    had_previous = target.exists() or target.is_symlink()
-    if had_previous and not replace:
-        raise BundleError(clash_message(name))
-    if had_previous:
-        os.rename(target, backup)
-    try:
-        os.rename(staged, target)
-        return git.commit_paths(registry, [name], message, author)
-    except BaseException:
-        _undo_place(registry, target, backup, name, had_previous)
-        raise
+    with ops.locked(ops.Store(registry)):
+        had_previous = target.exists() or target.is_symlink()
+        if had_previous and not replace:
+            raise BundleError(clash_message(name))
+        if had_previous:
+            os.rename(target, backup)
+        try:
+            os.rename(staged, target)
+            return git.commit_paths(registry, [name], message, author)
+        except BaseException:
+            _undo_place(registry, target, backup, name, had_previous)
+            raise
 
 
 def _undo_place(registry: Path, target: Path, backup: Path, name: str, had: bool) -> None:

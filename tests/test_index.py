@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
-from _store_helpers import commit_all, git, make_registry, make_repo, write_extension
+from _store_helpers import (
+    cli_env,
+    commit_all,
+    csext,
+    git,
+    make_registry,
+    make_repo,
+    write_extension,
+)
 from csext.store.index import (
     INDEX_FILE,
     IndexError_,
@@ -154,3 +163,43 @@ def test_duplicate_and_remove(home: IndexHome, collection: Path) -> None:
     assert list_indexes(home) == []
     with pytest.raises(IndexError_, match="no index added yet"):
         search(home, "vm")
+
+
+# --- from the command line ------------------------------------------------------------------
+
+
+def test_cli_publish_follow_search_install(tmp_path: Path) -> None:
+    """The whole sharing story of docs/sharing.md, through the CLI."""
+    repo = make_repo(tmp_path / "mine")
+    write_extension(repo / "vm-audit", "vm-audit", "1.0.0", description="Audit VM changes")
+    commit_all(repo, "vm-audit 1.0.0", tag="v1.0.0")
+    registry = make_registry(tmp_path / "registry")
+    env = cli_env(tmp_path, registry)
+
+    built = csext(env, "index", "build", str(repo), "--ref", "v1.0.0", "--json")
+    assert built.exit_code == 0, built.output
+    assert json.loads(built.stdout)["extensions"][0]["path"] == "vm-audit"
+    commit_all(repo, "publish the index")
+
+    added = csext(env, "index", "add", f"file://{repo}", "--name", "mine")
+    assert added.exit_code == 0, added.output
+    assert "added index mine (git, 1 extensions)" in added.stdout
+    listed = json.loads(csext(env, "index", "list", "--json").stdout)
+    assert [(i["name"], i["extensions"]) for i in listed] == [("mine", 1)]
+
+    found = csext(env, "search", "audit", "--hook", "event")
+    assert found.exit_code == 0, found.output
+    command = f"csext install {repo}@v1.0.0 --subdir vm-audit"
+    assert command in found.stdout
+    assert "vm-audit  event  1.0.0    mine   Audit VM changes" in found.stdout
+
+    hits = json.loads(csext(env, "search", "audit", "--json").stdout)["results"]
+    installed = csext(env, *hits[0]["install"].split()[1:])
+    assert installed.exit_code == 0, installed.output
+    assert (registry / "vm-audit" / "run.sh").is_file()
+
+    assert csext(env, "index", "update").exit_code == 0
+    assert csext(env, "index", "remove", "mine").exit_code == 0
+    nothing = csext(env, "search", "audit")
+    assert nothing.exit_code == 1
+    assert "no index added yet" in nothing.stderr
