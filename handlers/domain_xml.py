@@ -60,11 +60,11 @@ class DomainXmlHandler(TypedHandler):
         if action != "transform":
             return DomainXmlResult()
         original = original_xml(payload)
-        if original is None:
-            raise Fallback("internal", "the original XML was not passed to interpret()")
         new = run.stdout.decode("utf-8", "replace").strip()
         if not new:
-            return DomainXmlResult(xml=original)
+            return DomainXmlResult(xml=original)  # None (caller keeps its XML) if not given
+        if original is None:
+            raise Fallback("internal", "the original XML was not passed to interpret()")
         check_same_domain(original, new)
         diff = unified_diff(original, new)
         return DomainXmlResult(xml=new, changed=bool(diff), diff=diff)

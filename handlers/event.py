@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from csext.schemas.event import escape_part
+from csext.schemas.event import CATEGORIES, escape_part
 from csext.schemas.hooks.common import EventFilters, FailurePolicy, HookResult, Meaning
 from csext.schemas.hooks.event import BODY_MODELS, EventInput, ResourceStateEventBody
 from csext.schemas.manifest import HookType, Spec
@@ -46,6 +46,9 @@ class EventHandler(TypedHandler):
     result_model = None
 
     def payload_bytes(self, action: str, payload: Any, spec: Spec) -> bytes:
+        if action not in CATEGORIES and not _is_event(payload):
+            # An RPC action of an event extension (e.g. hello's `greet`): passed through.
+            return orjson.dumps(payload)
         return orjson.dumps(normalise(payload).model_dump(mode="json"))
 
     def check_action(self, action: str) -> str:
@@ -55,6 +58,10 @@ class EventHandler(TypedHandler):
         if meaning != Meaning.SUCCESS:
             raise failed(meaning, run)
         return HookResult()
+
+
+def _is_event(payload: Any) -> bool:
+    return isinstance(payload, Mapping) and "routing_key" in payload
 
 
 def normalise(event: Any) -> EventInput:
