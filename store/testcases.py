@@ -65,7 +65,8 @@ def load_payload(path: Path, referrer: str = "") -> Any:
 
 def load_cases(folder: Path) -> tuple[list[LoadedCase], list[str]]:
     """Every valid case, and one problem line per invalid one."""
-    cases, problems = [], []
+    cases: list[LoadedCase] = []
+    problems: list[str] = []
     for path in case_files(folder):
         try:
             cases.append(load_case(path))

@@ -119,9 +119,21 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main `csext` app."""
-    for command in (list_cmd, show_cmd, validate_cmd, new_cmd, edit_cmd, set_cmd):
-        app.command(command.__name__.removesuffix("_cmd"))(command)
-    for command in (enable_cmd, disable_cmd, remove_cmd, history_cmd, diff_cmd, rollback_cmd):
+    commands: list[Callable[..., None]] = [
+        list_cmd,
+        show_cmd,
+        validate_cmd,
+        new_cmd,
+        edit_cmd,
+        set_cmd,
+        enable_cmd,
+        disable_cmd,
+        remove_cmd,
+        history_cmd,
+        diff_cmd,
+        rollback_cmd,
+    ]
+    for command in commands:
         app.command(command.__name__.removesuffix("_cmd"))(command)
     app.command("test")(test_cmd)
     secret_app = typer.Typer(help="Secret values of extensions (never printed).")
