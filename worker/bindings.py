@@ -6,18 +6,9 @@ key patterns; what routing keys cannot express (states, pre/post) is filtered he
 
 from __future__ import annotations
 
+from csext.handlers.event import accepts, binding_patterns
 from csext.schemas.event import CloudStackEvent
 from csext.schemas.manifest import Spec
-
-try:  # TEMPORARY until the hook catalog lands
-    from csext.handlers.event import accepts, binding_patterns
-except ImportError:  # pragma: no cover
-
-    def binding_patterns(spec: Spec) -> list[str]:
-        return list(spec.events.patterns)
-
-    def accepts(event: dict, spec: Spec) -> bool:  # type: ignore[type-arg]
-        return True
 
 
 def event_patterns(spec: Spec) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from pamqp.common import FieldTable
 
 from . import constants as c
 from .settings import Settings
@@ -71,7 +72,7 @@ async def declare_base(channel: AbstractChannel, settings: Settings) -> None:
     await declare_unrouted_queue(channel)
 
 
-def events_queue_arguments(settings: Settings) -> dict[str, object]:
+def events_queue_arguments(settings: Settings) -> FieldTable:
     """Quorum: replicated, delivery count kept; poison messages dead-lettered at the limit."""
     return {
         "x-queue-type": "quorum",
