@@ -323,7 +323,7 @@ def parse_start_mechanisms(payload: bytes) -> list[str]:
 def method_ids(payload: bytes) -> tuple[int, int]:
     if len(payload) < 4:
         raise AmqpError("malformed AMQP method frame from the broker")
-    return struct.unpack(">HH", payload[:4])  # type: ignore[return-value]
+    return struct.unpack(">HH", payload[:4])
 
 
 # ---------------------------------------------------------------------------- connection
