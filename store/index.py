@@ -332,7 +332,7 @@ def _read_source(source: IndexSource) -> str:
     if source.kind == "git":
         with tempfile.TemporaryDirectory(prefix="csext-index-") as temp:
             checkout = Path(temp) / "repo"
-            clone = ["clone", "--quiet", "--depth", "1", "--no-recurse-submodules"]
+            clone = ["clone", "--quiet", "--no-local", "--depth", "1", "--no-recurse-submodules"]
             safe_git([*clone, "--", source.url, str(checkout)], Path(temp), source.url)
             return _read_file(checkout / INDEX_FILE, source)
     path = Path(source.url)

@@ -47,6 +47,9 @@ from .registry import MANIFEST_FILE, parse_manifest
 _REF_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/+-]*$")
 _VERSION_TAG_RE = re.compile(r"^v?(\d+(?:\.\d+){0,3})$")
 SCP_LIKE = re.compile(r"^[^/]+:")
+# Repositories come from strangers: no `ext::`/`fd::` transports (they run commands), objects
+# are checked as they arrive, no hook runs, and local paths are cloned through the transport
+# (`--no-local`), not by linking their object store (which may hold symlinks).
 _GIT_SAFETY = [
     "-c", "protocol.ext.allow=never",
     "-c", "protocol.fd.allow=never",
@@ -217,7 +220,7 @@ def fetch(url: str, ref: str | None, dest: Path) -> Checkout:
         raise InstallError(f"repository {redact_url(url)!r} is not a valid Git URL or path")
     if ref is not None:
         check_ref(ref)
-    clone = ["clone", "--quiet", "--no-checkout", "--no-recurse-submodules"]
+    clone = ["clone", "--quiet", "--no-local", "--no-checkout", "--no-recurse-submodules"]
     safe_git([*clone, "--", url, str(dest)], dest.parent, url)
     commit = resolve_ref(dest, ref, url)
     safe_git(["checkout", "--quiet", "--detach", commit], dest, url)
@@ -249,7 +252,7 @@ def safe_git(
     args: list[str], cwd: Path, url: str, *, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run git with hostile-repository settings; errors are scrubbed of the URL's credentials."""
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_CONFIG_NOSYSTEM": "1"}
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     env.pop("GIT_DIR", None)
     try:
         done = subprocess.run(
