@@ -338,3 +338,17 @@ def test_cli_size_limits_are_options(tmp_path: Path, registry: Path) -> None:
     assert result.exit_code == 1
     assert "over the 10485-byte limit" in result.stderr
     assert git_status(registry) == ""
+
+
+def test_failed_commit_puts_the_previous_version_back(tmp_path: Path, registry: Path) -> None:
+    """A commit refused by a pre-commit hook: the old folder is restored, nothing staged."""
+    hook = registry / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho 'commits are frozen' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    original = (registry / "existing" / "run.sh").read_bytes()
+    bundle = build_bundle(tmp_path / "b.tar.gz", "existing")
+    assert_refused(registry, bundle, "commits are frozen", replace=True)
+    assert (registry / "existing" / "run.sh").read_bytes() == original
+    assert (registry / "existing" / "README.md").is_file()
+    assert_refused(registry, build_bundle(tmp_path / "new.tar.gz", "fresh"), "commits are frozen")
+    assert not (registry / "fresh").exists()
