@@ -11,10 +11,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from csext.schemas.errors import BrokerUnavailable
 from csext.store.registry import Extension, RegistryView, load_registry
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from . import constants as c
 from . import topology
@@ -67,9 +77,7 @@ class Worker:
         stale = self.runner.cleanup_stale()
         if stale:
             log.info("removed %d stale run directories", stale)
-        self._connection = await aio_pika.connect_robust(
-            self.settings.amqp_url, client_properties={"connection_name": f"csext {WORKER_ID}"}
-        )
+        self._connection = await self._connect()
         await self._build_paths(self._connection)
         if self._handle_signals:
             self._install_signals()
@@ -86,6 +94,28 @@ class Worker:
                 "extensions": len(self.consumers),
             },
         )
+
+    async def _connect(self) -> AbstractRobustConnection:
+        """Connect, retrying while the broker is not up yet (e.g. both just started)."""
+        url = self.settings.amqp_url
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_delay(self.settings.connect_timeout),
+                wait=wait_exponential(multiplier=0.5, max=5),
+                retry=retry_if_exception_type(CONNECTION_EXCEPTIONS),
+                before_sleep=_log_connect_retry(self.settings.safe_amqp_url),
+                reraise=True,
+            ):
+                with attempt:
+                    return await aio_pika.connect_robust(
+                        url, client_properties={"connection_name": f"csext {WORKER_ID}"}
+                    )
+        except CONNECTION_EXCEPTIONS as exc:
+            raise BrokerUnavailable(
+                f"cannot reach RabbitMQ at {self.settings.safe_amqp_url} after "
+                f"{self.settings.connect_timeout:g}s: {exc}"
+            ) from None
+        raise AssertionError("unreachable")
 
     async def _build_paths(self, connection: AbstractRobustConnection) -> None:
         admin = await connection.channel()
@@ -191,6 +221,15 @@ class Worker:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=self.settings.kill_grace + 5)
+
+
+def _log_connect_retry(url: str) -> Callable[[RetryCallState], None]:
+    def before_sleep(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0
+        log.warning("cannot reach RabbitMQ at %s (%s); retrying in %.1fs", url, error, wait)
+
+    return before_sleep
 
 
 def _attach_child_watcher() -> None:

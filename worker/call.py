@@ -44,10 +44,11 @@ async def run_call(
     else:
         sys.stdout.write(reply.stdout)
         sys.stderr.write(reply.stderr)
-    if reply.error is not None and not as_json:
+    ran = reply.exit_code is not None and reply.exit_code >= 0
+    if ran:
+        return reply.exit_code or 0
+    if reply.error is None:
+        return EXIT_SOFTWARE
+    if not as_json:
         print(f"csext: {reply.error.kind}: {reply.error.message}", file=sys.stderr)
-    if reply.exit_code is not None and not reply.error:
-        return reply.exit_code
-    if reply.error is not None:
-        return ERROR_EXIT.get(reply.error.kind, reply.exit_code or EXIT_SOFTWARE)
-    return EXIT_SOFTWARE
+    return ERROR_EXIT.get(reply.error.kind, EXIT_SOFTWARE)

@@ -69,8 +69,9 @@ class Executor:
         )
         async with self._global:
             run = await self._runtime.run(ext, request)
-        interpretation = handler.interpret(ctx.action, run, ext.spec)
-        await self._record(ext, ctx, run_id, run, interpretation)
+        interpretation = handler.interpret(ctx.action, run, ext.spec, ctx.payload)
+        secrets = (*handler.secret_values(ctx.action, ctx.payload), *interpretation.secrets)
+        await self._record(ext, ctx, run_id, run, interpretation, secrets)
         return RunOutcome(run, interpretation, run_id)
 
     def _environment(self, ext: Extension, ctx: RunContext, run_id: str) -> dict[str, str]:
@@ -95,6 +96,7 @@ class Executor:
         run_id: str,
         run: RunResult,
         interpretation: Interpretation,
+        payload_secrets: tuple[str, ...],
     ) -> None:
         record = build_record(
             run_id=run_id,
@@ -107,7 +109,7 @@ class Executor:
             outcome=interpretation.outcome,
             run=run,
             event_key=ctx.event_key,
-            secrets=(*ext.secret_values.values(), *ctx.secrets),
+            secrets=(*ext.secret_values.values(), *ctx.secrets, *payload_secrets),
             error=interpretation.error.message if interpretation.error else None,
         )
         await asyncio.shield(self._recorder.record(record))

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     cloudstack_exchange: str = constants.CLOUDSTACK_EXCHANGE
     declare_cloudstack_exchange: bool = True
     """Declare CloudStack's exchange (topic, durable) so bindings work before CloudStack runs."""
+    connect_timeout: float = Field(default=60.0, ge=0)
+    """Seconds the worker keeps retrying its first connection before giving up."""
     concurrency: int = Field(default=16, ge=1, le=4096)
     """Worker-wide limit on extension runs at once (per worker process)."""
     processes: int = Field(default=1, ge=1, le=256)
