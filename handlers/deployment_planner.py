@@ -74,14 +74,14 @@ class DeploymentPlannerHandler(TypedHandler):
 
 def cluster_ids_of(text: str, answer: Any) -> list[int]:
     """The ids printed, in order; [] for no preference. Fallback when it is not a list of ids."""
+    if _IDS.match(text):
+        return [int(item) for item in re.split(r"[,\s]+", text.strip())]
     if isinstance(answer, dict):
         answer = answer.get("clusters", answer.get("cluster_ids"))
     if answer is None or (answer is NO_JSON and not text):
         return []
     if answer is NO_JSON:
-        if not _IDS.match(text):
-            raise Fallback("invalid-output", "order-clusters must print cluster ids, e.g. [3, 1]")
-        answer = re.split(r"[,\s]+", text.strip())
+        raise Fallback("invalid-output", "order-clusters must print cluster ids, e.g. [3, 1]")
     if not isinstance(answer, list):
         raise Fallback("invalid-output", "order-clusters must print a list of cluster ids")
     try:

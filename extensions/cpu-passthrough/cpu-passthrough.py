@@ -36,9 +36,13 @@ def transform(xml: str) -> str:
     kept = [child for child in (cpu if cpu is not None else []) if child.tag in KEEP]
     if cpu is None:
         cpu = ET.SubElement(domain, "cpu")
+    tail = cpu.tail  # clear() drops it, and with it the indentation of what follows
     cpu.clear()
     cpu.attrib.update({"mode": "host-passthrough", "check": "none", "migratable": "on"})
+    for child in kept:
+        child.tail = None
     cpu.extend(kept)
+    cpu.tail = tail
     return ET.tostring(domain, encoding="unicode")
 
 

@@ -13,7 +13,8 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 STATE_FILE = os.environ.get("STATE_FILE", "/tmp/csext-local-orchestrator.json")
 

@@ -67,11 +67,13 @@ def decode_json_field(value: Any, name: str = "value") -> Any:
         except orjson.JSONDecodeError:
             pass
     try:
-        return orjson.loads(base64.b64decode(text, validate=True))
-    except (binascii.Error, ValueError) as error:
-        raise ValueError(
-            f"{name} must be JSON or base64-encoded JSON ({error.__class__.__name__})"
-        ) from None
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{name} must be nested JSON or base64-encoded JSON") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValueError(f"{name} is base64, but what it encodes is not JSON") from None
 
 
 class NetworkPayload(BaseModel):
