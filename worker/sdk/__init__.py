@@ -1,0 +1,1 @@
+"""Helpers for extension authors: stdlib-only single files, meant to be imported or copied."""
