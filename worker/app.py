@@ -16,8 +16,9 @@ from collections.abc import Callable
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
-from csext.schemas.errors import BrokerUnavailable
+from csext.schemas.errors import BrokerUnavailable, ConfigError
 from csext.store.registry import Extension, RegistryView, load_registry
+from csext.store.secrets import load_secrets, secrets_path
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -163,7 +164,13 @@ class Worker:
                 await self._add_or_update(name, ext)
 
     def _secrets(self) -> dict[str, dict[str, str]]:
-        return {}  # TODO: store.secrets.load_secrets(settings.secrets_file)
+        """Secret values by extension; a bad secrets file disables only what needs it."""
+        try:
+            path = secrets_path(self.settings.secrets_file, self.settings.registry)
+            return load_secrets(path)
+        except ConfigError as exc:
+            log.error("secrets not loaded, extensions that need them stay disabled: %s", exc)
+            return {}
 
     async def _add_or_update(self, name: str, ext: Extension) -> None:
         consumer = self.consumers.get(name)
