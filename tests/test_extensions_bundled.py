@@ -164,8 +164,8 @@ async def test_failure_policies_on_real_timeout_and_crash(runner, tmp_path, body
     folder = _script(tmp_path, body)
     xml = "<domain><name>v</name><uuid>u</uuid></domain>"
     checks = [
-        ("two-factor", "check", {"code": "123456", "user_account": {"username": "a"}}, {"passed": False}),
-        ("user-authenticator", "authenticate", {"username": "a", "password": "p"}, {"authenticated": False}),
+        ("two-factor", "check", {"code": "123456", "user_account": {"username": "a"}}, {"passed": False}),  # noqa: E501
+        ("user-authenticator", "authenticate", {"username": "a", "password": "p"}, {"authenticated": False}),  # noqa: E501
         ("deployment-planner", "order-clusters", {}, {"no_preference": True}),
         ("domain-xml", "transform", {"xml": xml}, {"xml": xml, "changed": False}),
         ("oob-management", "status", {"address": "h"}, {"power_state": "Unknown"}),

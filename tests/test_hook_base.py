@@ -1,4 +1,4 @@
-"""The shared hook machinery: exit-code meanings, failure policies, secrets, registry, schema CLI."""
+"""Shared hook machinery: exit-code meanings, failure policies, secrets, registry, schemas."""
 
 from __future__ import annotations
 

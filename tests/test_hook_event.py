@@ -76,11 +76,11 @@ EVENTS = {
 
 # (extension name, spec, names of the events it must get: after bindings AND accepts)
 EXTENSIONS = [
-    ("vm-post-running", spec(filters={"resourceTypes": ["VirtualMachine"], "newStates": ["running"], "phase": "post"}), {"vm-running-post"}),
-    ("vm-start-actions", spec(filters={"categories": ["ActionEvent"], "types": ["VM.START"]}), {"vm-start-action"}),
+    ("vm-post-running", spec(filters={"resourceTypes": ["VirtualMachine"], "newStates": ["running"], "phase": "post"}), {"vm-running-post"}),  # noqa: E501
+    ("vm-start-actions", spec(filters={"categories": ["ActionEvent"], "types": ["VM.START"]}), {"vm-start-action"}),  # noqa: E501
     ("alerts", spec(filters={"categories": ["AlertEvent"]}), {"alert-memory"}),
-    ("usage-vms", spec(filters={"categories": ["UsageEvent"], "resourceTypes": ["com.cloud.vm.VirtualMachine"]}), {"usage-vm-start"}),
-    ("vm-anything", spec(filters={"resourceUuids": [VM], "categories": ["ActionEvent", "ResourceStateEvent"]}),
+    ("usage-vms", spec(filters={"categories": ["UsageEvent"], "resourceTypes": ["com.cloud.vm.VirtualMachine"]}), {"usage-vm-start"}),  # noqa: E501
+    ("vm-anything", spec(filters={"resourceUuids": [VM], "categories": ["ActionEvent", "ResourceStateEvent"]}),  # noqa: E501
      {"vm-running-post", "vm-running-pre", "vm-stopped", "vm-start-action", "vm-stop-action"}),
     ("explicit", spec(patterns=["*.AsyncJobEvent.#"]), {"async-job"}),
 ]  # fmt: skip

@@ -58,7 +58,7 @@ def test_envelope_shape_is_checked():
     with pytest.raises(ValueError, match="custom-action needs a top-level `action`"):
         HANDLER.payload_bytes("custom-action", {"network_id": "1"}, SPEC)
     flat = {"network_id": "204", "action": "Dump", "action-params": {"a": "1"},
-            "physical-network-extension-details": {}, "network-extension-details": "{\"d\":1}"}  # fmt: skip
+            "physical-network-extension-details": {}, "network-extension-details": "{\"d\":1}"}  # fmt: skip  # noqa: E501
     assert orjson.loads(HANDLER.payload_bytes("custom-action", flat, SPEC)) == flat
 
 

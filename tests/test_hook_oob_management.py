@@ -82,7 +82,7 @@ def test_auth_failure_exit_code_is_overridable():
 def test_other_failures_are_unknown_fail_open():
     out = interpret("on", '{"status":"error","error":"BMC busy"}', 1)
     assert out.result == {"fallback": "failed", "warnings": [], "success": False,
-                          "power_state": "Unknown", "auth_failure": False, "result": None, "error": None}  # fmt: skip
+                          "power_state": "Unknown", "auth_failure": False, "result": None, "error": None}  # fmt: skip  # noqa: E501
     assert "BMC busy" in out.error.message
     timeout = HANDLER.interpret("status", RunResult(exit_code=None, timed_out=True), SPEC)
     assert timeout.result["power_state"] == "Unknown" and timeout.outcome == Outcome.TIMEOUT

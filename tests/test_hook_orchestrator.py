@@ -18,7 +18,7 @@ SPEC = Spec.model_validate({"hook": "orchestrator", "entrypoint": "x"})
 # The reference's example payload for `start` (reference/cloudstack.md §1.4).
 PAYLOAD = {
     "externaldetails": {
-        "extension": {"url": "https://pve:8006", "user": "root@pam", "token": "tok-123", "secret": "sec-456"},
+        "extension": {"url": "https://pve:8006", "user": "root@pam", "token": "tok-123", "secret": "sec-456"},  # noqa: E501
         "resourcemap": {},
         "host": {"node": "pve1", "network_bridge": "vmbr0"},
         "virtualmachine": {"template_type": "template", "template_id": "9000"},
@@ -54,7 +54,7 @@ def test_payload_file_is_cloudstacks_payload_unchanged():
 def test_payload_must_be_an_object_and_fit():
     with pytest.raises(ValueError, match="JSON object"):
         HANDLER.payload_bytes("start", [1, 2], SPEC)
-    with pytest.raises(ValueError, match="cloudstack.vm.details"):
+    with pytest.raises(ValueError, match=r"cloudstack\.vm\.details"):
         HANDLER.payload_bytes("start", {"cloudstack.vm.details": {"cpus": "many"}}, SPEC)
 
 

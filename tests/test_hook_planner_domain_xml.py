@@ -36,7 +36,7 @@ def run(code, stdout=""):
 def test_planner_input_tolerates_numbers_as_strings():
     written = orjson.loads(PLANNER.payload_bytes("order-clusters", PLAN, PLANNER_SPEC))
     assert written["plan"]["data_center_id"] == 1
-    with pytest.raises(ValueError, match="avoid.clusters"):
+    with pytest.raises(ValueError, match=r"avoid\.clusters"):
         PLANNER.payload_bytes("order-clusters", {"avoid": {"clusters": ["x"]}}, PLANNER_SPEC)
 
 
