@@ -396,3 +396,13 @@ def test_reply_frames_round_trip_through_reader() -> None:
     assert struct.unpack(">HH", payload[:4]) == fastamqp.BASIC_DELIVER
     message = conn._read_content()  # no socket: everything is already buffered
     assert (message.properties["correlation_id"], message.body) == ("c1", b"hello")
+
+
+def test_kvm_hook_helpers() -> None:
+    original = '<domain><name>i-1</name><uuid>u1</uuid><a x="$y"/></domain>'
+    escaped = "".join("\\" + ch if ch in "\\\"'`$|&;()<>*?![]{}~" else ch for ch in original)
+    assert forward.unescape_agent_value(escaped) == original
+    assert forward.same_domain(original, original.replace("$y", "z"))
+    assert not forward.same_domain(original, original.replace("i-1", "i-2"))
+    assert not forward.same_domain(original, original.replace("u1", "u2"))
+    assert not forward.same_domain(original, '{"status":"error"}')

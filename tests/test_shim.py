@@ -42,10 +42,8 @@ else:
 """
 
 
-TRANSPORT_HOOK = "orchestrator"
-"""The hook the XML extension is declared with here. These tests check the shims (transport,
-fallbacks, the name/uuid guard), so they use a hook that passes stdout through untouched;
-the domain-xml handler's own checks are tested with that handler."""
+TRANSPORT_HOOK = "domain-xml"
+"""The hook of the XML extension: the real domain-xml handler runs between the hooks and it."""
 
 
 def java_home() -> str | None:
