@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -253,6 +254,31 @@ async def test_cancellation_kills_reaps_and_cleans_up(
     assert not group_alive(leader)
 
 
+async def test_cancellation_during_the_spawn_kills_the_whole_group(
+    runner: ExecRunner, tmp_path: Path
+) -> None:
+    pidfile = tmp_path / "pids"
+    task = asyncio.create_task(runner.run(request(action="stubborn", payload=bytes(pidfile))))
+    await asyncio.sleep(0)  # let run() reach the spawn
+    task.cancel()
+
+    def block_until_the_grandchild_exists() -> None:
+        # Deliberately holds the loop while the process starts, so the cancellation lands
+        # before subprocess_exec returns but after the grandchild holds the pipes.
+        give_up = time.monotonic() + 20
+        while not pidfile.exists() and time.monotonic() < give_up:
+            time.sleep(0.01)
+
+    asyncio.get_running_loop().call_soon(block_until_the_grandchild_exists)
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(20):
+            await task
+    leader, grandchild = map(int, pidfile.read_text().split())
+    assert not alive(leader)
+    assert not alive(grandchild)
+    assert not group_alive(leader)
+
+
 async def test_kill_all_sigkills_running_groups(runner: ExecRunner, tmp_path: Path) -> None:
     pidfiles = [tmp_path / "a", tmp_path / "b"]
     tasks = [
@@ -268,6 +294,13 @@ async def test_kill_all_sigkills_running_groups(runner: ExecRunner, tmp_path: Pa
     assert not any(r.timed_out for r in results)
     for pidfile in pidfiles:
         assert not any(alive(int(pid)) for pid in pidfile.read_text().split())
+
+
+async def test_after_kill_all_new_runs_are_killed_at_once(runner: ExecRunner) -> None:
+    runner.kill_all()
+    result = await runner.run(request(action="stubborn"))
+    assert result.exit_code == -signal.SIGKILL
+    assert not result.timed_out
 
 
 # ---- spawn failures ---------------------------------------------------------------------------

@@ -152,6 +152,7 @@ class ExecRunner:
         self._kill_grace = kill_grace
         self._running = 0
         self._groups: dict[int, asyncio.SubprocessTransport] = {}
+        self._killing = False
         pid = os.getpid()
         self._dir_prefix = f"{RUN_DIR_PREFIX}{pid}-{_start_token(pid) or '0'}-"
         _prepare_run_dir(run_dir)
@@ -171,13 +172,20 @@ class ExecRunner:
             self._running -= 1
 
     def kill_all(self) -> None:
-        """SIGKILL every running extension's process group now (second shutdown signal)."""
+        """SIGKILL every running extension's process group now (second shutdown signal).
+
+        Final: a run still being spawned, or started later, is SIGKILLed as soon as its
+        process exists. A process spawned in the very last moment is only caught if the loop
+        runs a little longer (until `running` is 0); exiting at once may leave it behind.
+        """
+        self._killing = True
         for pgid, transport in list(self._groups.items()):
             if transport.get_returncode() is None:
                 _signal_group(pgid, signal.SIGKILL)
 
     def cleanup_stale(self) -> int:
         """Remove run directories left by workers that are no longer alive; returns the count."""
+        _prepare_run_dir(self._run_dir)
         removed = 0
         with os.scandir(self._run_dir) as entries:
             for entry in entries:
@@ -221,7 +229,7 @@ class ExecRunner:
 
     async def _execute(self, request: RunRequest, payload: Path, started: float) -> RunResult:
         try:
-            transport, proto = await self._spawn(request, payload)
+            transport, proto = await self._start(request, payload)
         except (OSError, ValueError) as exc:
             error = _spawn_error(request, exc)
             log.warning("extension %s could not be started: %s", request.entrypoint, error)
@@ -243,6 +251,27 @@ class ExecRunner:
             timed_out=timed_out,
             pid=transport.get_pid(),
         )
+
+    async def _start(
+        self, request: RunRequest, payload: Path
+    ) -> tuple[asyncio.SubprocessTransport, _Collector]:
+        """Spawn, shielded from cancellation.
+
+        Cancelled in the middle of `subprocess_exec`, asyncio would SIGKILL only the leader
+        and then wait for pipe EOF, forever if a child already holds the pipes. Instead the
+        spawn completes, then the whole group is killed and reaped.
+        """
+        spawning = asyncio.ensure_future(self._spawn(request, payload))
+        try:
+            return await asyncio.shield(spawning)
+        except asyncio.CancelledError:
+            with contextlib.suppress(OSError, ValueError):
+                transport, proto = await spawning
+                try:
+                    await _abort(transport, proto)
+                finally:
+                    transport.close()
+            raise
 
     async def _spawn(
         self, request: RunRequest, payload: Path
@@ -270,6 +299,8 @@ class ExecRunner:
         """Wait for the leader, then clear its group and the pipes; True if it timed out."""
         pgid = transport.get_pid()  # start_new_session: the leader's pid is the group id
         self._groups[pgid] = transport
+        if self._killing:
+            _signal_group(pgid, signal.SIGKILL)
         timer = _Deadline(pgid, deadline, self._kill_grace)
         try:
             await proto.exited.wait()
