@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from csext.worker.environment import event_key, extension_env
-from csext.worker.runner import ExecRunner, RunRequest
 from hypothesis import given
 from hypothesis import strategies as st
+
+from csext.worker.environment import event_key, extension_env
+from csext.worker.runner import ExecRunner, RunRequest
 
 INSPECT = Path(__file__).parent / "fixtures" / "runner" / "inspect.py"
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from csext.schemas.errors import ConfigError
 from csext.schemas.run import Outcome
 from csext.worker.runner import ExecRunner, RunRequest, install_child_watcher
