@@ -74,7 +74,6 @@ class Worker:
 
     async def start(self) -> None:
         install_child_watcher()
-        _attach_child_watcher()
         stale = self.runner.cleanup_stale()
         if stale:
             log.info("removed %d stale run directories", stale)
@@ -237,18 +236,3 @@ def _log_connect_retry(url: str) -> Callable[[RetryCallState], None]:
         log.warning("cannot reach RabbitMQ at %s (%s); retrying in %.1fs", url, error, wait)
 
     return before_sleep
-
-
-def _attach_child_watcher() -> None:
-    """TEMPORARY: attach the pidfd watcher to the running loop (moves into runner.py)."""
-    import sys
-    import warnings
-
-    if sys.version_info >= (3, 12):
-        return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        watcher = asyncio.get_event_loop_policy().get_child_watcher()
-        loop = asyncio.get_running_loop()
-        if getattr(watcher, "_loop", loop) is not loop:
-            watcher.attach_loop(loop)

@@ -504,16 +504,22 @@ def install_child_watcher() -> None:
 
     3.11's default ThreadedChildWatcher starts a thread per child process; the pidfd watcher
     waits in the event loop instead and is measurably faster. 3.12+ picks pidfd by itself.
-    Call once before the loop starts subprocesses; calling again does nothing.
+    Call from inside the running loop (the worker does, at start); calling again only
+    re-attaches the watcher to the current loop.
     """
     if sys.version_info >= (3, 12) or not _pidfd_works():
         return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         policy = asyncio.get_event_loop_policy()
-        if isinstance(policy.get_child_watcher(), asyncio.PidfdChildWatcher):
-            return
-        policy.set_child_watcher(asyncio.PidfdChildWatcher())
+        watcher = policy.get_child_watcher()
+        if not isinstance(watcher, asyncio.PidfdChildWatcher):
+            watcher = asyncio.PidfdChildWatcher()
+            policy.set_child_watcher(watcher)
+        # set_child_watcher attaches no loop, and a detached pidfd watcher refuses to spawn
+        # ("not activated"): attach the running loop when called inside one.
+        with contextlib.suppress(RuntimeError):
+            watcher.attach_loop(asyncio.get_running_loop())
 
 
 def _pidfd_works() -> bool:

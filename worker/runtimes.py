@@ -6,22 +6,34 @@ from csext.schemas.manifest import Runtime
 from csext.schemas.run import RunResult
 from csext.store.registry import Extension
 
+from .coprocess import CoprocessLimits, CoprocessRuntime
 from .runner import ExecRunner, RunRequest
 from .settings import Settings
 
 
 class Runtimes:
     def __init__(self, settings: Settings, runner: ExecRunner) -> None:
-        self._settings = settings
         self._exec = runner
+        self._coprocess = CoprocessRuntime(
+            CoprocessLimits(
+                output_cap=settings.output_cap,
+                kill_grace=settings.kill_grace,
+                max_requests=settings.coprocess_max_requests,
+                max_rss_mb=settings.coprocess_max_rss_mb,
+            )
+        )
 
     async def run(self, extension: Extension, request: RunRequest) -> RunResult:
         if extension.spec.runtime is Runtime.COPROCESS:
-            pass  # TODO coprocess runtime
+            return await self._coprocess.run(
+                extension.name, request, concurrency=extension.spec.concurrency
+            )
         return await self._exec.run(request)
 
     async def forget(self, name: str) -> None:
-        """The extension changed or went away: drop any warm state it had."""
+        """The extension changed or went away: its warm processes are drained and replaced."""
+        await self._coprocess.close_extension(name)
 
     async def aclose(self) -> None:
         """Stop every warm process."""
+        await self._coprocess.aclose()

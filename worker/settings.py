@@ -27,8 +27,13 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def _default_run_dir() -> Path:
+    """A tmpfs where there is one: payloads carry credentials and should not touch disk
+    (and creating them there is ~20x cheaper)."""
     runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) if runtime else Path("/tmp")
+    if runtime:
+        return Path(runtime) / "csext-runs"
+    shm = Path("/dev/shm")
+    base = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path("/tmp")
     return base / f"csext-runs-{os.getuid()}"
 
 
@@ -61,6 +66,10 @@ class Settings(BaseSettings):
     """Bytes kept of each of stdout and stderr per run; the rest is drained and dropped."""
     run_dir: Path = Field(default_factory=_default_run_dir)
     """Private run directories (payload files) live here."""
+    coprocess_max_requests: int = Field(default=100_000, ge=0)
+    """Answers after which a warm coprocess is replaced; 0: never."""
+    coprocess_max_rss_mb: int = Field(default=256, ge=0)
+    """Resident memory (MiB) of a coprocess group above which it is replaced; 0: never."""
     extension_path: str = DEFAULT_PATH
     """PATH given to extensions."""
     extension_lang: str = "C.UTF-8"
