@@ -8,8 +8,6 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from csext.schemas.event import build_routing_key
-from csext.worker import constants as c
 from workerkit import (
     PYTHON,
     collect_dead_letters,
@@ -20,6 +18,9 @@ from workerkit import (
     wait_until,
     write_extension,
 )
+
+from csext.schemas.event import build_routing_key
+from csext.worker import constants as c
 
 pytestmark = pytest.mark.broker
 

@@ -9,10 +9,6 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
-from csext.schemas.errors import CallTimeout
-from csext.worker import constants as c
-from csext.worker import topology
-from csext.worker.rpc_client import RpcClient
 from workerkit import (
     delete_extension_queues,
     running_worker,
@@ -21,6 +17,11 @@ from workerkit import (
     stop_process,
     write_extension,
 )
+
+from csext.schemas.errors import CallTimeout
+from csext.worker import constants as c
+from csext.worker import topology
+from csext.worker.rpc_client import RpcClient
 
 pytestmark = pytest.mark.broker
 

@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import yaml
 from aio_pika.abc import AbstractIncomingMessage
+
 from csext.worker import constants as c
 from csext.worker.app import Worker
 from csext.worker.settings import Settings

@@ -16,9 +16,6 @@ from collections.abc import Callable
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
-from csext.schemas.errors import BrokerUnavailable, ConfigError
-from csext.store.registry import Extension, RegistryView, load_registry
-from csext.store.secrets import load_secrets, secrets_path
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -26,6 +23,10 @@ from tenacity import (
     stop_after_delay,
     wait_exponential,
 )
+
+from csext.schemas.errors import BrokerUnavailable, ConfigError
+from csext.store.registry import Extension, RegistryView, load_registry
+from csext.store.secrets import load_secrets, secrets_path
 
 from . import constants as c
 from . import topology

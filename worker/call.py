@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 import orjson
+
 from csext.schemas.errors import BrokerUnavailable, CallTimeout
 
 from .rpc_client import RpcClient

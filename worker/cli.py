@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 import typer
+
 from csext.schemas.errors import CsextError
 
 from . import cli_bundles, cli_forward, cli_hooks, cli_store
@@ -126,8 +127,9 @@ def emit(
 
 
 def _settings(**overrides: object) -> Settings:
-    from csext.schemas.errors import describe_validation_error
     from pydantic import ValidationError
+
+    from csext.schemas.errors import describe_validation_error
 
     try:
         return load_settings(**overrides)

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 import typer
+
 from csext.store import bundle, index, install
 from csext.store.git import Author
 

@@ -19,11 +19,12 @@ from typing import Any, ParamSpec, TypeVar
 
 import orjson
 import typer
+from pydantic import ValidationError
+
 from csext.schemas.errors import CsextError
 from csext.schemas.manifest import HookType, Runtime
 from csext.store import ops, query, scaffold
 from csext.store.git import Author
-from pydantic import ValidationError
 
 from .control import notify_best_effort
 from .settings import Settings, load_settings

@@ -18,6 +18,7 @@ from aio_pika.abc import (
     AbstractQueue,
     ConsumerTag,
 )
+
 from csext.store.registry import Extension
 
 from . import constants as c

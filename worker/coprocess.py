@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import orjson
+
 from csext.schemas.run import RunResult
 
 from .runner import RunRequest, _spawn_error

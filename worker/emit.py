@@ -7,6 +7,7 @@ text as a persistent `text/plain` message with the routing key built by `build_r
 from __future__ import annotations
 
 import aio_pika
+
 from csext.schemas.errors import BrokerUnavailable
 from csext.schemas.event import build_routing_key
 

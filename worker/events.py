@@ -16,11 +16,6 @@ from typing import Any
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
-from csext.schemas.errors import DeadLetter, RetryableRun
-from csext.schemas.event import CloudStackEvent, topic_matches
-from csext.schemas.manifest import RetryPolicy
-from csext.schemas.run import Outcome
-from csext.store.registry import Extension
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -28,6 +23,12 @@ from tenacity import (
     stop_after_delay,
     wait_exponential_jitter,
 )
+
+from csext.schemas.errors import DeadLetter, RetryableRun
+from csext.schemas.event import CloudStackEvent, topic_matches
+from csext.schemas.manifest import RetryPolicy
+from csext.schemas.run import Outcome
+from csext.store.registry import Extension
 
 from . import constants as c
 from .bindings import event_accepts, event_patterns

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from csext.schemas.errors import CsextError
 from csext.schemas.event import CloudStackEvent
 from csext.schemas.manifest import HookType

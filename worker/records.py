@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 import aio_pika
 from aio_pika.abc import AbstractExchange
+
 from csext.schemas.run import Outcome, RunRecord, RunResult, Truncated
 
 log = logging.getLogger("csext.runs")

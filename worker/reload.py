@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+
 from csext.store.registry import MANIFEST_FILE
 
 from . import topology

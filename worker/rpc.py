@@ -17,11 +17,12 @@ from collections.abc import Callable
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from pydantic import ValidationError
+
 from csext.schemas.errors import describe_validation_error
 from csext.schemas.rpc import RpcReply, RpcRequest
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension, RegistryView
-from pydantic import ValidationError
 
 from . import constants as c
 from .deadletter import DeadLetterPublisher

@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+
 from csext.schemas.errors import BrokerUnavailable, CallTimeout
 from csext.schemas.rpc import RpcReply
 
