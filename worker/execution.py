@@ -98,6 +98,26 @@ class Executor:
         interpretation: Interpretation,
         payload_secrets: tuple[str, ...],
     ) -> None:
+        error = interpretation.error.message if interpretation.error else None
+        secrets = (*ext.secret_values.values(), *ctx.secrets, *payload_secrets)
+        await self._publish(ext, ctx, run_id, interpretation.outcome, run, error, secrets)
+
+    async def record_unrun(
+        self, ext: Extension, ctx: RunContext, outcome: Outcome, error: str
+    ) -> None:
+        """A record for a call that was not run (expired, rejected)."""
+        await self._publish(ext, ctx, uuid.uuid4().hex, outcome, None, error, ())
+
+    async def _publish(
+        self,
+        ext: Extension,
+        ctx: RunContext,
+        run_id: str,
+        outcome: Outcome,
+        run: RunResult | None,
+        error: str | None,
+        secrets: tuple[str, ...],
+    ) -> None:
         record = build_record(
             run_id=run_id,
             extension=ext.name,
@@ -106,29 +126,10 @@ class Executor:
             action=ctx.action,
             kind=ctx.kind,
             attempt=ctx.attempt,
-            outcome=interpretation.outcome,
+            outcome=outcome,
             run=run,
             event_key=ctx.event_key,
-            secrets=(*ext.secret_values.values(), *ctx.secrets, *payload_secrets),
-            error=interpretation.error.message if interpretation.error else None,
-        )
-        await asyncio.shield(self._recorder.record(record))
-
-    async def record_unrun(
-        self, ext: Extension, ctx: RunContext, outcome: Outcome, error: str
-    ) -> None:
-        """A record for a call that was not run (expired, rejected)."""
-        record = build_record(
-            run_id=uuid.uuid4().hex,
-            extension=ext.name,
-            version=ext.version,
-            hook=ext.hook.value,
-            action=ctx.action,
-            kind=ctx.kind,
-            attempt=ctx.attempt,
-            outcome=outcome,
-            run=None,
-            event_key=ctx.event_key,
+            secrets=secrets,
             error=error,
         )
         await asyncio.shield(self._recorder.record(record))
