@@ -1,7 +1,8 @@
 """`csext` console script entry point.
 
-`csext forward ...` runs once per CloudStack action, so it is dispatched here, before the
-typer app (and with it pydantic, yaml and aio-pika) is imported: see worker/forward.py.
+`csext forward ...` and `csext ipmitool ...` run once per CloudStack action, so they are
+dispatched here, before the typer app (and with it pydantic, yaml and aio-pika) is imported:
+see worker/forward.py and worker/ipmitool.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ def main() -> None:
         from .forward import main as forward_main
 
         sys.exit(forward_main(sys.argv[2:]))
+    if len(sys.argv) > 1 and sys.argv[1] == "ipmitool":
+        from .ipmitool import main as ipmitool_main
+
+        sys.exit(ipmitool_main(sys.argv[2:]))
 
     from .cli import app
 
