@@ -34,7 +34,7 @@ from . import constants as c
 from .bindings import event_accepts, event_patterns
 from .deadletter import DeadLetterPublisher
 from .environment import event_key
-from .execution import Executor, RunContext, RunOutcome
+from .execution import Executor, RunContext, RunOutcome, run_limits
 from .records import mask
 
 log = logging.getLogger(__name__)
@@ -62,9 +62,9 @@ def parse_event(message: AbstractIncomingMessage) -> CloudStackEvent:
     return CloudStackEvent.from_delivery(message.routing_key or "", body)
 
 
-def retrying(policy: RetryPolicy) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, attempts: int) -> AsyncRetrying:
     return AsyncRetrying(
-        stop=stop_after_attempt(policy.attempts) | stop_after_delay(policy.max_elapsed),
+        stop=stop_after_attempt(attempts) | stop_after_delay(policy.max_elapsed),
         wait=wait_exponential_jitter(
             multiplier=policy.backoff.initial,
             max=policy.backoff.max,
@@ -110,11 +110,20 @@ class EventDelivery:
         key = event_key(message.routing_key or "", message.body)
         base = delivery_count(message)
         payload = event.model_dump()
+        limits = run_limits(ext)
         try:
-            async for attempt in retrying(ext.spec.retry):
+            async for attempt in retrying(ext.spec.retry, limits.attempts):
                 with attempt:
                     attempts.count += 1
-                    attempts.last = await self._run(ext, event, payload, key, base + attempts.count)
+                    ctx = RunContext(
+                        action=event.category or "event",
+                        payload=payload,
+                        kind="event",
+                        attempt=base + attempts.count,
+                        event_key=key,
+                        timeout=limits.timeout,
+                    )
+                    attempts.last = await self._run(ext, ctx)
                     if attempts.last.interpretation.retry:
                         raise RetryableRun(attempts.last.run_id)
         except RetryableRun:
@@ -129,17 +138,7 @@ class EventDelivery:
             return False  # a stale binding left from an older manifest
         return event_accepts(event, ext.spec)
 
-    async def _run(
-        self, ext: Extension, event: CloudStackEvent, payload: Any, key: str, attempt: int
-    ) -> RunOutcome:
-        ctx = RunContext(
-            action=event.category or "event",
-            payload=payload,
-            kind="event",
-            attempt=attempt,
-            event_key=key,
-            timeout=ext.spec.timeout,
-        )
+    async def _run(self, ext: Extension, ctx: RunContext) -> RunOutcome:
         try:
             outcome = await self._executor.execute(ext, ctx)
         except ValueError as exc:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from csext.handlers import Interpretation, get_handler
+from csext.handlers.base import effective_attempts, effective_timeout
 from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension
 
@@ -45,6 +46,19 @@ class RunOutcome:
     run: RunResult
     interpretation: Interpretation
     run_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunLimits:
+    timeout: float
+    """The manifest's `spec.timeout`, else the hook's default."""
+    attempts: int
+    """The manifest's `spec.retry.attempts`, else the hook's default."""
+
+
+def run_limits(ext: Extension) -> RunLimits:
+    defaults = get_handler(ext.hook).defaults
+    return RunLimits(effective_timeout(ext.spec, defaults), effective_attempts(ext.spec, defaults))
 
 
 class Executor:

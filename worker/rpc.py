@@ -28,7 +28,7 @@ from . import constants as c
 from .deadletter import DeadLetterPublisher
 from .environment import event_key
 from .events import _settle
-from .execution import Executor, RunContext, RunOutcome
+from .execution import Executor, RunContext, RunOutcome, run_limits
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,8 @@ class RpcDelivery:
         await _settle(message.ack())
 
     async def _call(self, ext: Extension, message: AbstractIncomingMessage) -> RpcReply | None:
-        deadline = call_deadline(message, ext.spec.timeout + self._margin)
+        limits = run_limits(ext)
+        deadline = call_deadline(message, limits.timeout + self._margin)
         request = parse_call(message.body)
         ctx = RunContext(
             action=request.action,
@@ -96,7 +97,7 @@ class RpcDelivery:
             kind="rpc",
             attempt=1,
             event_key=event_key(ext.name, request.action, message.body),
-            timeout=ext.spec.timeout,
+            timeout=limits.timeout,
         )
         left = deadline - time.time() - self._margin
         if left <= 0:
@@ -104,24 +105,24 @@ class RpcDelivery:
             await self._executor.record_unrun(ext, ctx, Outcome.EXPIRED, "deadline passed")
             return None
         try:
-            outcome = await self._run_with_retries(ext, ctx, deadline)
+            outcome = await self._run_with_retries(ext, ctx, deadline, limits.attempts)
         except ValueError as exc:
             return RpcReply.failure("bad-request", str(exc))
         run, interp = outcome.run, outcome.interpretation
         return RpcReply.from_run(run, error=interp.error, result=interp.result)
 
     async def _run_with_retries(
-        self, ext: Extension, ctx: RunContext, deadline: float
+        self, ext: Extension, ctx: RunContext, deadline: float, attempts: int
     ) -> RunOutcome:
         policy = ext.spec.retry
         delay = policy.backoff.initial
         attempt = 1
         while True:
             left = deadline - time.time() - self._margin
-            timeout = max(0.001, min(ext.spec.timeout, left))
+            timeout = max(0.001, min(ctx.timeout, left))
             run_ctx = dataclasses.replace(ctx, attempt=attempt, timeout=timeout)
             outcome = await self._executor.execute(ext, run_ctx)
-            if not outcome.interpretation.retry or attempt >= policy.attempts:
+            if not outcome.interpretation.retry or attempt >= attempts:
                 return outcome
             if deadline - time.time() - self._margin <= delay + 0.5:
                 return outcome
