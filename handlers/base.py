@@ -68,6 +68,8 @@ class HookDefaults:
     failure_policies: tuple[FailurePolicy, ...]
     """The policies this hook supports; the first is its default."""
     exit_codes: Mapping[int, Meaning] = field(default_factory=lambda: {0: Meaning.SUCCESS})
+    unlisted: Meaning = Meaning.FAILURE
+    """What an exit code no one lists means (events: retry, as DESIGN §4 says)."""
 
 
 class HookHandler(Protocol):
@@ -333,7 +335,7 @@ class TypedHandler:
         crash = crash_of(run)
         if crash is not None:
             return self.fall_back(name, run, spec, payload, crash)
-        meaning = exit_meanings(spec, self.defaults).get(run.exit_code or 0, Meaning.FAILURE)
+        meaning = exit_meanings(spec, self.defaults).get(run.exit_code or 0, self.unlisted(action))
         try:
             result = self.parse(name, meaning, run, payload)
         except Fallback as fallback:
@@ -345,6 +347,10 @@ class TypedHandler:
             result=result.model_dump(mode="json", by_alias=True) if result else None,
             secrets=self.result_secrets(result),
         )
+
+    def unlisted(self, action: str) -> Meaning:
+        """What an exit code no one lists means for this action."""
+        return self.defaults.unlisted
 
     def fall_back(
         self,

@@ -41,7 +41,14 @@ PHASES = {"preStateTransitionEvent": "pre", "postStateTransitionEvent": "post"}
 
 class EventHandler(TypedHandler):
     hook = HookType.EVENT
-    defaults = HookDefaults(timeout=30.0, attempts=5, failure_policies=(FailurePolicy.ERROR,))
+    # A failed event is retried with backoff, then dead-lettered (DESIGN §4); codes listed in
+    # `spec.exitCodes.failure` are permanent and dead-lettered at once.
+    defaults = HookDefaults(
+        timeout=30.0,
+        attempts=5,
+        failure_policies=(FailurePolicy.ERROR,),
+        unlisted=Meaning.RETRY,
+    )
     input_model = EventInput
     result_model = None
 
@@ -53,6 +60,10 @@ class EventHandler(TypedHandler):
 
     def check_action(self, action: str) -> str:
         return action  # the category, passed verbatim
+
+    def unlisted(self, action: str) -> Meaning:
+        # Events retry; an RPC action of an event extension (hello's `greet`) just fails.
+        return self.defaults.unlisted if action in CATEGORIES else Meaning.FAILURE
 
     def parse(self, action: str, meaning: Meaning, run: RunResult, payload: Any) -> HookResult:
         if meaning != Meaning.SUCCESS:

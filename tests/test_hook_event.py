@@ -235,8 +235,17 @@ def test_exit_codes_decide_ack_retry_and_failure():
     assert HANDLER.interpret("ActionEvent", RunResult(exit_code=0), s).outcome == Outcome.SUCCESS
     retry = HANDLER.interpret("ActionEvent", RunResult(exit_code=75), s)
     assert retry.retry and retry.outcome == Outcome.FAILED
-    failed = HANDLER.interpret("ActionEvent", RunResult(exit_code=2, stdout=b"boom"), s)
+    # Unlisted non-zero codes are retried (then dead-lettered); `exitCodes.failure` is permanent.
+    unlisted = HANDLER.interpret("ActionEvent", RunResult(exit_code=2, stdout=b"boom"), s)
+    assert unlisted.retry and unlisted.outcome == Outcome.FAILED
+    permanent = Spec.model_validate(
+        {"hook": "event", "entrypoint": "x", "exitCodes": {"failure": [2]}}
+    )
+    failed = HANDLER.interpret("ActionEvent", RunResult(exit_code=2, stdout=b"boom"), permanent)
     assert not failed.retry and failed.error.kind == "failed" and "boom" in failed.error.message
+    # An RPC action of an event extension fails without retries.
+    greet = HANDLER.interpret("greet", RunResult(exit_code=1), s)
+    assert not greet.retry and greet.outcome == Outcome.FAILED
     timeout = HANDLER.interpret("ActionEvent", RunResult(exit_code=None, timed_out=True), s)
     assert timeout.retry and timeout.outcome == Outcome.TIMEOUT
     crash = HANDLER.interpret("ActionEvent", RunResult(exit_code=-9), s)
