@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from csext.schemas.errors import CsextError, ManifestError
 from csext.schemas.manifest import HookType, Runtime
 
+from . import scaffold_coprocess as coprocess
 from .compat import csext_version
 from .ops import Change, Store, StoreError, check_loadable, check_name, commit, locked
 from .scaffold_hooks import HOOKS, Action, HookTemplate
@@ -43,14 +45,8 @@ def new(
     lang: Language = Language.BASH,
     runtime: Runtime = Runtime.EXEC,
 ) -> Change:
-    """Scaffold, check it loads, commit `new <name>: <hook> extension (<lang>)`."""
+    """Scaffold, check it loads, commit `new <name>: <hook> extension (<lang>[, coprocess])`."""
     check_name(name)
-    warnings = []
-    if runtime is Runtime.COPROCESS:
-        warnings.append(
-            "the coprocess runtime has no scaffold yet: scaffolded an exec extension "
-            "(same contract; switch spec.runtime when the coprocess form is written)"
-        )
     with locked(store):
         folder = store.root / name
         if folder.exists():
@@ -58,27 +54,33 @@ def new(
                 f"{folder} already exists: pick another name or csext remove {name} first"
             )
         try:
-            write_extension(folder, name, hook, lang)
+            write_extension(folder, name, hook, lang, runtime)
             check_loadable(store, folder)
         except (CsextError, OSError) as exc:
             shutil.rmtree(folder, ignore_errors=True)
             detail = "; ".join(exc.problems) if isinstance(exc, ManifestError) else str(exc)
             raise StoreError(f"scaffolding {name} failed: {detail}") from exc
-        message = f"new {name}: {hook.value} extension ({lang.value})"
-        change = commit(store, name, "new", message, warnings=warnings)
+        form = lang.value if runtime is Runtime.EXEC else f"{lang.value}, {runtime.value}"
+        message = f"new {name}: {hook.value} extension ({form})"
+        change = commit(store, name, "new", message)
     return change
 
 
-def write_extension(folder: Path, name: str, hook: HookType, lang: Language) -> list[Path]:
+def write_extension(
+    folder: Path, name: str, hook: HookType, lang: Language, runtime: Runtime = Runtime.EXEC
+) -> list[Path]:
     template = HOOKS[hook]
     entry = f"{name}{SUFFIX[lang]}"
+    warm = runtime is Runtime.COPROCESS
     render = render_bash if lang is Language.BASH else render_python
     files = {
-        entry: render(name, hook, template),
-        "extension.yaml": render_manifest(name, hook, template, entry),
-        "README.md": render_readme(name, hook, template, entry),
+        entry: render(name, hook, template, warm),
+        "extension.yaml": render_manifest(name, hook, template, entry, runtime),
+        "README.md": render_readme(name, hook, template, entry, runtime),
         "CHANGELOG.md": "# Changelog\n\n## 0.1.0\n\n- First version, scaffolded by `csext new`.\n",
     }
+    if warm and lang is Language.PYTHON:
+        files[coprocess.SDK_NAME] = coprocess.sdk_text()
     for action in template.actions:
         files.update(render_case(action))
     folder.mkdir(parents=True)
@@ -100,7 +102,9 @@ def compatible_range() -> str:
     return f">={major}.{minor},<{major + 1}.0"
 
 
-def render_manifest(name: str, hook: HookType, template: HookTemplate, entry: str) -> str:
+def render_manifest(
+    name: str, hook: HookType, template: HookTemplate, entry: str, runtime: Runtime = Runtime.EXEC
+) -> str:
     actions = [n for action in template.actions for n in action.names]
     lines = [
         f"# {name}: a csext {hook.value} extension. Fields: docs/store.md",
@@ -117,7 +121,8 @@ def render_manifest(name: str, hook: HookType, template: HookTemplate, entry: st
         "spec:",
         f"  hook: {hook.value}",
         f"  entrypoint: {entry}",
-        "  runtime: exec",
+        f"  runtime: {runtime.value}"
+        + ("           # or coprocess: docs/coprocess.md" if runtime is Runtime.EXEC else ""),
         f"  actions: {json.dumps(actions)}",
         f"  timeout: {template.timeout:g}",
         "  enabled: false         # when it works: csext enable " + name,
@@ -130,7 +135,9 @@ def render_manifest(name: str, hook: HookType, template: HookTemplate, entry: st
     return "\n".join(lines) + "\n"
 
 
-def render_readme(name: str, hook: HookType, template: HookTemplate, entry: str) -> str:
+def render_readme(
+    name: str, hook: HookType, template: HookTemplate, entry: str, runtime: Runtime = Runtime.EXEC
+) -> str:
     actions = "\n".join(
         f"- `{'`, `'.join(a.names)}`: {a.todo.replace(chr(10), ' ')}" for a in template.actions
     )
@@ -145,7 +152,7 @@ A csext `{hook.value}` extension. csext runs `{entry}` as CloudStack runs an ext
 
 It reads the JSON payload from the file (never from stdin), prints its answer on stdout,
 diagnostics on stderr, and exits 0 on success (75: try again later; anything else: failure).
-
+{_WARM_NOTE.format(entry=entry) if runtime is Runtime.COPROCESS else ""}
 ## Actions
 
 {actions}
@@ -160,6 +167,13 @@ are set with `csext secret set {name} NAME` (they arrive as environment variable
     csext test {name}                 # runs tests/*.yaml
     csext test {name} --action {first.names[0]} --payload {name}/tests/payloads/{first.slug}.json
     csext enable {name}
+"""
+
+
+_WARM_NOTE = """
+It is written for the coprocess runtime (`spec.runtime: coprocess`): csext keeps it running as
+`{entry} --coprocess` and sends one JSON request line per call (docs/coprocess.md), so
+`handle` runs without a process start per call. The exec form above still works, by hand too.
 """
 
 
@@ -204,8 +218,17 @@ case "$(printf '%s' "$action" | tr '[:upper:]' '[:lower:]')" in
 """
 
 
-def render_bash(name: str, hook: HookType, template: HookTemplate) -> str:
-    parts = [_BASH_HEAD.format(name=name, hook=hook.value)]
+def render_bash(name: str, hook: HookType, template: HookTemplate, warm: bool = False) -> str:
+    if warm:
+        branches = _bash_branches(template, "    ", "return")
+        return coprocess.render_bash(name, hook, template, branches)
+    head = _BASH_HEAD.format(name=name, hook=hook.value)
+    return head + _bash_branches(template, "", "exit") + "esac\n"
+
+
+def _bash_branches(template: HookTemplate, indent: str, leave: str) -> str:
+    """The `case` branches, one per action; `leave`: `exit` (a script) or `return` (handle)."""
+    parts = []
     for action in template.actions:
         parts.append(f"  {'|'.join(n.lower() for n in action.names)})\n")
         parts += [f"    # {line}\n" for line in action.todo_lines]
@@ -218,9 +241,9 @@ def render_bash(name: str, hook: HookType, template: HookTemplate) -> str:
     else:
         parts.append('    echo "unknown action: $action" >&2\n')
         parts.append(_bash_print({"status": "error", "error": "unknown action"}))
-        parts.append("    exit 2\n")
-    parts.append("    ;;\nesac\n")
-    return "".join(parts)
+        parts.append(f"    {leave} 2\n")
+    parts.append("    ;;\n")
+    return "".join(indent + part if part.strip() else part for part in parts)
 
 
 def _bash_print(output: Any) -> str:
@@ -281,8 +304,9 @@ _PY_CUSTOM = """        # Custom actions (addCustomAction in CloudStack) arrive 
         return 0"""
 
 
-def render_python(name: str, hook: HookType, template: HookTemplate) -> str:
-    parts = [_PY_HEAD.format(name=name, hook=hook.value)]
+def render_python(name: str, hook: HookType, template: HookTemplate, warm: bool = False) -> str:
+    head = coprocess.PY_HEAD if warm else _PY_HEAD
+    parts = [head.format(name=name, hook=hook.value)]
     table = []
     for action in template.actions:
         func = f"handle_{action.slug.replace('-', '_')}"
@@ -291,6 +315,9 @@ def render_python(name: str, hook: HookType, template: HookTemplate) -> str:
         parts.append(f"    return {action.output!r}\n")
         table += [f"    {n.lower()!r}: {func},\n" for n in action.names]
     parts.append("\n\nACTIONS = {\n" + "".join(table) + "}\n")
-    fallback = _PY_CUSTOM if template.custom_actions else _PY_UNKNOWN
-    parts.append(_PY_MAIN.format(fallback=fallback))
+    if warm:
+        parts.append(coprocess.python_main(template.custom_actions))
+    else:
+        fallback = _PY_CUSTOM if template.custom_actions else _PY_UNKNOWN
+        parts.append(_PY_MAIN.format(fallback=fallback))
     return "".join(parts)
