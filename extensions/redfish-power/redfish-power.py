@@ -79,7 +79,10 @@ class Bmc:
         if left <= 0:
             raise Failure(f"out of time before {method} {path}")
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, method=method)
+        try:
+            req = urllib.request.Request(self.base + path, data=data, method=method)
+        except ValueError as exc:
+            raise Failure(f"bad BMC address {self.base!r}: {exc}") from None
         req.add_header("Authorization", self.auth)
         req.add_header("Accept", "application/json")
         if data is not None:
@@ -117,9 +120,26 @@ def base_url(address: str, port: Any, env: dict[str, str]) -> str:
     scheme = env.get("REDFISH_SCHEME", "https").lower()
     if scheme not in ("http", "https"):
         raise Failure(f"REDFISH_SCHEME must be http or https, got {scheme!r}")
-    chosen = env.get("REDFISH_PORT") or (port if port and int(port) != IPMI_PORT else None)
-    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
-    return f"{scheme}://{host}" + (f":{int(chosen)}" if chosen else "")
+    host, given = split_host_port(address)
+    chosen = env.get("REDFISH_PORT") or given or port
+    try:
+        number = int(chosen) if chosen else None
+    except ValueError:
+        raise Failure(f"BMC port must be a number, got {chosen!r}") from None
+    if number == IPMI_PORT and not env.get("REDFISH_PORT"):
+        number = None  # CloudStack's usual OOB port is IPMI's: use the scheme's default
+    return f"{scheme}://{host}" + (f":{number}" if number else "")
+
+
+def split_host_port(address: str) -> tuple[str, str | None]:
+    """`host`, `host:port`, `v6`, `[v6]` or `[v6]:port` -> (URL host, port or None)."""
+    if address.startswith("["):
+        host, _, rest = address.partition("]")
+        return host + "]", rest.removeprefix(":") or None
+    if address.count(":") == 1:
+        host, _, port = address.partition(":")
+        return host, port or None
+    return (f"[{address}]" if ":" in address else address), None
 
 
 def tls_context(env: dict[str, str]) -> ssl.SSLContext:
@@ -263,6 +283,10 @@ def main(argv: list[str]) -> int:
     try:
         with open(argv[2], encoding="utf-8") as handle:
             payload = json.load(handle)
+    except (OSError, ValueError) as exc:
+        print(json.dumps({"status": "error", "error": f"cannot read the payload: {exc}"}))
+        return 1
+    try:
         answer = run(argv[1].lower(), payload, dict(os.environ), deadline_of(argv))
     except Failure as exc:
         answer = {"status": "error", "error": str(exc)}
@@ -270,9 +294,6 @@ def main(argv: list[str]) -> int:
             answer["auth_failure"] = True
         print(json.dumps(answer))
         return exc.code
-    except (OSError, ValueError) as exc:
-        print(json.dumps({"status": "error", "error": f"cannot read the payload: {exc}"}))
-        return 1
     print(json.dumps(answer))
     return 0
 
