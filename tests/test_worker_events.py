@@ -6,13 +6,13 @@ import json
 import os
 from pathlib import Path
 
-import aio_pika
 import pytest
 from workerkit import (
     PYTHON,
     collect_dead_letters,
     delete_extension_queues,
     publish_event,
+    queue_messages,
     running_worker,
     settings_for,
     wait_until,
@@ -100,7 +100,7 @@ async def test_event_runs_extension_under_cloudstack_contract(env, unique, amqp_
             k for k in child_env if k.startswith("CSEXT_")
         }
         # Acked: nothing left in the queue, even after the worker's channel closed.
-        assert await _ready(amqp_url, c.events_queue(unique)) == 0
+        assert await queue_messages(amqp_url, c.events_queue(unique)) == 0
     finally:
         await delete_extension_queues(amqp_url, unique)
 
@@ -195,10 +195,3 @@ async def test_events_reach_only_matching_extension(env, unique, amqp_url):
 def _busy(worker) -> bool:
     return any(not t.done() for t in worker.tasks)
 
-
-async def _ready(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0

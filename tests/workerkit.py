@@ -195,3 +195,12 @@ async def queue_consumers(amqp_url: str, queue: str) -> int:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
         return declared.declaration_result.consumer_count or 0
+
+
+async def queue_messages(amqp_url: str, queue: str) -> int:
+    """Messages ready in a queue (unacked ones come back when their channel closes)."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
