@@ -194,4 +194,3 @@ async def test_events_reach_only_matching_extension(env, unique, amqp_url):
 
 def _busy(worker) -> bool:
     return any(not t.done() for t in worker.tasks)
-
