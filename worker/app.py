@@ -49,7 +49,10 @@ class Worker:
         self.settings = settings
         self._handle_signals = handle_signals
         self.runner = ExecRunner(
-            run_dir=settings.run_dir, output_cap=settings.output_cap, kill_grace=settings.kill_grace
+            run_dir=settings.run_dir,
+            output_cap=settings.output_cap,
+            kill_grace=settings.kill_grace,
+            cgroups=settings.run_cgroups,
         )
         self.runtimes = Runtimes(settings, self.runner)
         self.view = RegistryView(settings.registry, {}, {})

@@ -23,11 +23,19 @@ Process lifetime, what is caught:
 - A cancelled run (worker shutdown) SIGKILLs the group, reaps the leader, removes the run
   directory and re-raises.
 
-What is not caught: a descendant that leaves the group (`setsid`, `setpgid`, a double-forking
-daemon) is outside the group and survives; if it keeps stdout open, the run only stops reading
-after the short grace. Catching those needs a cgroup per run (a later change). Descendants are
-reaped by init or the nearest subreaper; a worker running as PID 1 in a container must run
-under an init (`docker run --init`, tini), or killed descendants stay zombies for good.
+- With per-run cgroups (`run_cgroups: auto`, see cgroups.py) the run also gets its own cgroup
+  v2 cgroup: descendants that left the group (`setsid`, `setpgid`, a double-forking daemon)
+  are still inside it, and the cgroup is killed and must be empty before the run is reported.
+- A worker that dies without cleaning up (`kill -9`, OOM) leaves its runs behind: each run
+  directory records its process group (`pgid`: pgid, leader start time, run id), and the next
+  worker start-up (`cleanup_stale`) SIGKILLs what is still running of those groups (after
+  checking each process still belongs to that run) and of their cgroups, then removes them.
+
+What is not caught without cgroups: a descendant that leaves the group is outside it and
+survives the run; if it keeps stdout open, the run only stops reading after the short grace.
+Descendants are reaped by init or the nearest subreaper; a worker running as PID 1 in a
+container must run under an init (`docker run --init`, tini), or killed descendants stay
+zombies for good.
 
 Linux only (process groups, /proc for stale-directory ownership, pidfd).
 """
@@ -55,11 +63,16 @@ from pathlib import Path
 from csext.schemas.errors import ConfigError
 from csext.schemas.run import RunResult
 
+from .cgroups import Cgroups, RunCgroup
+from .cgroups import kill as kill_cgroup
+
 log = logging.getLogger(__name__)
 
 RUN_DIR_PREFIX = "run-"
 """Run directories are `run-<worker pid>-<worker start time>-<sequence>`."""
 PAYLOAD_NAME = "payload.json"
+OWNER_NAME = "pgid"
+"""`<pgid> <leader start time> <run id>`: lets a later start-up kill a dead worker's runs."""
 PIPE_GRACE = 0.5
 """Seconds the readers get after the process group is gone, before the pipes are closed."""
 GROUP_GONE_TIMEOUT = 2.0
@@ -121,9 +134,12 @@ class _Collector(asyncio.SubprocessProtocol):
 class _Deadline:
     """SIGTERM to the process group at the deadline, SIGKILL `grace` seconds later."""
 
-    def __init__(self, pgid: int, deadline: float, grace: float) -> None:
+    def __init__(
+        self, pgid: int, deadline: float, grace: float, cgroup: RunCgroup | None = None
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._pgid = pgid
+        self._cgroup = cgroup
         self._grace = grace
         self.fired = False
         delay = max(0.0, deadline - time.monotonic())
@@ -138,6 +154,8 @@ class _Deadline:
     def _kill(self) -> None:
         log.info("extension process group %s outlived the kill grace: SIGKILL", self._pgid)
         _signal_group(self._pgid, signal.SIGKILL)
+        if self._cgroup is not None:
+            kill_cgroup(self._cgroup.path)
 
     def cancel(self) -> None:
         self._handle.cancel()
@@ -146,16 +164,21 @@ class _Deadline:
 class ExecRunner:
     """Runs extensions as child processes; one instance per worker process."""
 
-    def __init__(self, *, run_dir: Path, output_cap: int, kill_grace: float) -> None:
+    def __init__(
+        self, *, run_dir: Path, output_cap: int, kill_grace: float, cgroups: str = "off"
+    ) -> None:
         self._run_dir = run_dir
         self._output_cap = output_cap
         self._kill_grace = kill_grace
         self._running = 0
-        self._groups: dict[int, asyncio.SubprocessTransport] = {}
+        self._groups: dict[int, tuple[asyncio.SubprocessTransport, RunCgroup | None]] = {}
         self._killing = False
         pid = os.getpid()
         self._dir_prefix = f"{RUN_DIR_PREFIX}{pid}-{_start_token(pid) or '0'}-"
         _prepare_run_dir(run_dir)
+        self.cgroups, self.cgroups_reason = Cgroups.detect(cgroups)
+        if cgroups != "off":
+            log.info("run cgroups: %s", self.cgroups_reason)
 
     @property
     def running(self) -> int:
@@ -179,25 +202,27 @@ class ExecRunner:
         runs a little longer (until `running` is 0); exiting at once may leave it behind.
         """
         self._killing = True
-        for pgid, transport in list(self._groups.items()):
+        for pgid, (transport, group) in list(self._groups.items()):
             if transport.get_returncode() is None:
                 _signal_group(pgid, signal.SIGKILL)
+            if group is not None:
+                kill_cgroup(group.path)
 
     def cleanup_stale(self) -> int:
-        """Remove run directories left by workers that are no longer alive; returns the count."""
+        """Kill what dead workers left running and remove their run directories (and run
+        cgroups); returns the number of run directories removed."""
         _prepare_run_dir(self._run_dir)
         removed = 0
         with os.scandir(self._run_dir) as entries:
-            for entry in entries:
-                owner = _parse_owner(entry.name)
-                if owner is None or not entry.is_dir(follow_symlinks=False):
-                    continue
-                if _start_token(owner[0]) == owner[1] or _alive_without_token(*owner):
-                    continue
-                shutil.rmtree(entry.path, onerror=_log_rmtree_error)
-                removed += 1
+            stale = [e.path for e in entries if e.is_dir(follow_symlinks=False) and _stale(e.name)]
+        for path in stale:
+            _kill_stale_run(Path(path))
+            shutil.rmtree(path, onerror=_log_rmtree_error)
+            removed += 1
         if removed:
             log.info("removed %s stale run directories from %s", removed, self._run_dir)
+        if self.cgroups is not None:
+            self.cgroups.cleanup_stale(_stale)
         return removed
 
     async def _run_in_dir(self, request: RunRequest, started: float) -> RunResult:
@@ -214,9 +239,19 @@ class ExecRunner:
                 return _unrunnable(
                     f"could not write the payload file in {run_path}: {exc}", started
                 )
-            return await self._execute(request, payload_path, started)
+            group = self._new_cgroup(run_path.name)
+            return await self._execute(request, payload_path, started, group)
         finally:
             _remove_run_dir(run_path)
+
+    def _new_cgroup(self, name: str) -> RunCgroup | None:
+        if self.cgroups is None:
+            return None
+        try:
+            return self.cgroups.create(name)
+        except OSError as exc:
+            log.warning("no cgroup for this run (process group only): %s", exc)
+            return None
 
     def _new_run_dir(self) -> Path:
         path = self._run_dir / f"{self._dir_prefix}{next(_sequence)}"
@@ -227,17 +262,25 @@ class ExecRunner:
             os.mkdir(path, 0o700)
         return path
 
-    async def _execute(self, request: RunRequest, payload: Path, started: float) -> RunResult:
+    async def _execute(
+        self, request: RunRequest, payload: Path, started: float, group: RunCgroup | None
+    ) -> RunResult:
         try:
-            transport, proto = await self._start(request, payload)
+            transport, proto = await self._start(request, payload, group)
         except (OSError, ValueError) as exc:
+            await self._discard_cgroup(group)
             error = _spawn_error(request, exc)
             log.warning("extension %s could not be started: %s", request.entrypoint, error)
             return _unrunnable(error, started)
-        try:
-            timed_out = await self._supervise(transport, proto, started + request.timeout)
         except BaseException:
-            await _abort(transport, proto)
+            await self._discard_cgroup(group)
+            raise
+        if group is None:
+            _write_owner(payload.parent, transport.get_pid(), request.env.get("CSEXT_RUN_ID", ""))
+        try:
+            timed_out = await self._supervise(transport, proto, started + request.timeout, group)
+        except BaseException:
+            await self._abort(transport, proto, group)
             raise
         finally:
             transport.close()
@@ -253,7 +296,7 @@ class ExecRunner:
         )
 
     async def _start(
-        self, request: RunRequest, payload: Path
+        self, request: RunRequest, payload: Path, group: RunCgroup | None
     ) -> tuple[asyncio.SubprocessTransport, _Collector]:
         """Spawn, shielded from cancellation.
 
@@ -261,23 +304,36 @@ class ExecRunner:
         and then wait for pipe EOF, forever if a child already holds the pipes. Instead the
         spawn completes, then the whole group is killed and reaped.
         """
-        spawning = asyncio.ensure_future(self._spawn(request, payload))
+        spawning = asyncio.ensure_future(self._spawn(request, payload, group))
         try:
             return await asyncio.shield(spawning)
         except asyncio.CancelledError:
             with contextlib.suppress(OSError, ValueError):
                 transport, proto = await spawning
                 try:
-                    await _abort(transport, proto)
+                    await self._abort(transport, proto, group)
                 finally:
                     transport.close()
             raise
 
     async def _spawn(
-        self, request: RunRequest, payload: Path
+        self, request: RunRequest, payload: Path, group: RunCgroup | None
     ) -> tuple[asyncio.SubprocessTransport, _Collector]:
         if not request.entrypoint.is_absolute():
             raise ValueError(f"entrypoint {request.entrypoint} is not an absolute path")
+        if group is None or self.cgroups is None:
+            return await self._exec(request, payload)
+        # The fork inside subprocess_exec happens before its first suspension point, so the
+        # child is born in `group`; the worker goes home as soon as the spawn returns.
+        self.cgroups.enter(group)
+        try:
+            return await self._exec(request, payload)
+        finally:
+            self.cgroups.leave()
+
+    async def _exec(
+        self, request: RunRequest, payload: Path
+    ) -> tuple[asyncio.SubprocessTransport, _Collector]:
         loop = asyncio.get_running_loop()
         return await loop.subprocess_exec(
             lambda: _Collector(self._output_cap),
@@ -294,35 +350,54 @@ class ExecRunner:
         )
 
     async def _supervise(
-        self, transport: asyncio.SubprocessTransport, proto: _Collector, deadline: float
+        self,
+        transport: asyncio.SubprocessTransport,
+        proto: _Collector,
+        deadline: float,
+        group: RunCgroup | None,
     ) -> bool:
         """Wait for the leader, then clear its group and the pipes; True if it timed out."""
         pgid = transport.get_pid()  # start_new_session: the leader's pid is the group id
-        self._groups[pgid] = transport
+        self._groups[pgid] = (transport, group)
         if self._killing:
             _signal_group(pgid, signal.SIGKILL)
-        timer = _Deadline(pgid, deadline, self._kill_grace)
+        timer = _Deadline(pgid, deadline, self._kill_grace, group)
         try:
             await proto.exited.wait()
         finally:
             timer.cancel()
             del self._groups[pgid]
-        await _clear_group(pgid)
+        await self._clear(pgid, group)
         await _drain(proto)
         return timer.fired
 
+    async def _clear(self, pgid: int, group: RunCgroup | None) -> None:
+        """Kill what is left of the run: its cgroup when it has one, else its process group."""
+        if group is not None and self.cgroups is not None:
+            if await self.cgroups.destroy(group):
+                log.info("killed processes the run left behind in cgroup %s", group.path.name)
+            return
+        await _clear_group(pgid)
 
-async def _abort(transport: asyncio.SubprocessTransport, proto: _Collector) -> None:
-    """Cancellation: SIGKILL the group and reap the leader (bounded) before re-raising."""
-    pgid = transport.get_pid()
-    _signal_group(pgid, signal.SIGKILL)
-    try:
-        async with asyncio.timeout(GROUP_GONE_TIMEOUT):
-            await proto.exited.wait()
-    except TimeoutError:
-        log.warning("cancelled extension process %s did not exit after SIGKILL", pgid)
-        return
-    await _clear_group(pgid)
+    async def _discard_cgroup(self, group: RunCgroup | None) -> None:
+        if group is not None and self.cgroups is not None:
+            await self.cgroups.destroy(group)
+
+    async def _abort(
+        self, transport: asyncio.SubprocessTransport, proto: _Collector, group: RunCgroup | None
+    ) -> None:
+        """Cancellation: SIGKILL the group and reap the leader (bounded) before re-raising."""
+        pgid = transport.get_pid()
+        _signal_group(pgid, signal.SIGKILL)
+        if group is not None:
+            kill_cgroup(group.path)
+        try:
+            async with asyncio.timeout(GROUP_GONE_TIMEOUT):
+                await proto.exited.wait()
+        except TimeoutError:
+            log.warning("cancelled extension process %s did not exit after SIGKILL", pgid)
+            return
+        await self._clear(pgid, group)
 
 
 async def _clear_group(pgid: int) -> None:
@@ -430,9 +505,86 @@ def _write_payload(run_path: Path, payload: bytes) -> Path:
 def _remove_run_dir(run_path: Path) -> None:
     try:
         os.unlink(run_path / PAYLOAD_NAME)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(run_path / OWNER_NAME)
         os.rmdir(run_path)
     except OSError:  # the extension left files there, or the payload was never written
         shutil.rmtree(run_path, onerror=_log_rmtree_error)
+
+
+def _write_owner(run_path: Path, pgid: int, run_id: str) -> None:
+    """Record the run's process group so a later start-up can kill it if this worker dies."""
+    try:
+        fd = os.open(run_path / OWNER_NAME, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        log.debug("could not record process group %s: %s", pgid, exc)
+        return
+    try:
+        os.write(fd, f"{pgid} {_start_token(pgid) or '0'} {run_id}".encode())
+    finally:
+        os.close(fd)
+
+
+def _stale(name: str) -> bool:
+    """A run directory (or run cgroup) whose worker process is gone."""
+    owner = _parse_owner(name)
+    if owner is None:
+        return False
+    return not (_start_token(owner[0]) == owner[1] or _alive_without_token(*owner))
+
+
+def _kill_stale_run(run_path: Path) -> None:
+    """SIGKILL the processes of a dead worker's run that still belong to it.
+
+    A process belongs to the run when it is in the recorded process group and either is the
+    recorded leader (same start time) or carries the run's `CSEXT_RUN_ID` in its environment;
+    so a reused pid or process group id is never killed by mistake.
+    """
+    try:
+        pgid_text, token, run_id = (run_path / OWNER_NAME).read_text().split(" ", 2)
+        pgid = int(pgid_text)
+    except (OSError, ValueError):
+        return  # no record: the run had a cgroup, or never started
+    marker = f"CSEXT_RUN_ID={run_id}".encode()
+    for pid in _group_members(pgid):
+        if (pid == pgid and _start_token(pid) == token) or (run_id and _has_env(pid, marker)):
+            log.warning("killing process %s left running by a dead worker's run", pid)
+            _kill_verified(pid)
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if entry.name.isdigit():
+                fields = _proc_stat_fields(int(entry.name))
+                if fields is not None and fields[2] == str(pgid).encode() and fields[0] != b"Z":
+                    members.append(int(entry.name))
+    return members
+
+
+def _has_env(pid: int, marker: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return marker in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _kill_verified(pid: int) -> None:
+    """SIGKILL through a pidfd, so the pid cannot be reused between check and kill."""
+    token = _start_token(pid)
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError:
+        return
+    try:
+        if _start_token(pid) == token:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _log_rmtree_error(function: object, path: str, exc_info: object) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     """Bytes kept of each of stdout and stderr per run; the rest is drained and dropped."""
     run_dir: Path = Field(default_factory=_default_run_dir)
     """Private run directories (payload files) live here."""
+    run_cgroups: Literal["auto", "off"] = "auto"
+    """auto: give each exec run its own cgroup v2 cgroup where the machine allows it (root or
+    a delegated subtree), so even descendants that escaped with setsid are killed; off: only
+    the process group (see worker/cgroups.py)."""
     coprocess_max_requests: int = Field(default=100_000, ge=0)
     """Answers after which a warm coprocess is replaced; 0: never."""
     coprocess_max_rss_mb: int = Field(default=256, ge=0)
