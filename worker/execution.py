@@ -12,7 +12,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from csext.handlers import Interpretation, get_handler
+import orjson
+
+from csext.handlers import HookHandler, Interpretation, get_handler
 from csext.handlers.base import effective_attempts, effective_timeout
 from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension
@@ -61,6 +63,17 @@ def run_limits(ext: Extension) -> RunLimits:
     return RunLimits(effective_timeout(ext.spec, defaults), effective_attempts(ext.spec, defaults))
 
 
+def _payload_bytes(handler: HookHandler, ext: Extension, ctx: RunContext) -> bytes:
+    """The payload file's content; ValueError (bad input, not a crash) when it cannot be
+    encoded, e.g. JSON nested deeper than orjson writes (254 levels)."""
+    try:
+        return handler.payload_bytes(ctx.action, ctx.payload, ext.spec)
+    except orjson.JSONEncodeError as exc:
+        raise ValueError(
+            f"the payload cannot be written as JSON ({exc}); nest it less than 254 levels deep"
+        ) from None
+
+
 class Executor:
     def __init__(self, settings: Settings, runtime: Runtime, recorder: RunRecorder) -> None:
         self._settings = settings
@@ -71,7 +84,7 @@ class Executor:
     async def execute(self, ext: Extension, ctx: RunContext) -> RunOutcome:
         """Run once and record it. Raises ValueError when the payload does not fit the hook."""
         handler = get_handler(ext.hook)
-        payload = handler.payload_bytes(ctx.action, ctx.payload, ext.spec)
+        payload = _payload_bytes(handler, ext, ctx)
         run_id = uuid.uuid4().hex
         request = RunRequest(
             entrypoint=ext.entrypoint,
