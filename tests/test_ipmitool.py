@@ -151,6 +151,7 @@ def test_user_set_password_carries_id_and_new_password():
         (["-H", "h", "chassis", "power"], "chassis power Commands"),
         (["-H", "h", "user", "set", "password", "2"], "cannot prompt"),
         (["-H", "h", "user", "delete", "2"], "Invalid user command"),
+        (["-a", "-H", "h", "chassis", "power", "on"], "cannot prompt (-a)"),
         (["chassis", "power", "status"], "-H <address>"),
         (["-H", "h", "-p", "x", "chassis", "power", "status"], "Invalid port"),
     ],

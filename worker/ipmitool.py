@@ -49,7 +49,9 @@ AUTH_FAILURE_LINES = (
 
 # ipmitool 1.8.19's options: the ones that take a value, and the flags.
 VALUE_OPTIONS = frozenset("AbBCdDefHIklLmNoOpPRStTUyz")
-FLAG_OPTIONS = frozenset("46acEghKsvVYZ")
+FLAG_OPTIONS = frozenset("46cEghKsvVZ")
+PROMPT_OPTIONS = frozenset("aY")
+"""ipmitool would read these from the terminal; there is none when CloudStack runs it."""
 
 POWER_OPERATIONS = {
     "on": "on",
@@ -170,6 +172,10 @@ def _one_option(argv: list[str], index: int, options: dict[str, str]) -> int:
     pos = 1
     while pos < len(arg):
         letter = arg[pos]
+        if letter in PROMPT_OPTIONS:
+            raise UsageError(
+                f"csext ipmitool cannot prompt (-{letter}): give the password with -P, -E or -f"
+            )
         if letter in FLAG_OPTIONS:
             options[letter] = ""
             if letter == "V":
