@@ -84,3 +84,5 @@ class RunRecord(BaseModel):
     event_key: str
     error: str | None = None
     worker: str
+    finished_at: float = 0.0
+    """Epoch seconds when the run ended (or was refused)."""

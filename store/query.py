@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from csext.schemas.errors import ConfigError, CsextError, ManifestError
 
 from . import git, secrets
@@ -19,11 +20,6 @@ from .ops import Store, check_name, extension_dir
 from .registry import MANIFEST_FILE, load_extension, load_registry
 from .secrets import Secrets
 from .testcases import load_cases
-
-RUNS_NOT_RECORDED = (
-    "not recorded: workers publish run records to the exchange csext.runs; "
-    "csext keeps no run history yet (bind a queue to csext.runs to watch them)"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +117,7 @@ def show(store: Store, name: str) -> dict[str, Any]:
         "secrets": _secret_status(store, folder),
         "readme": readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else "",
         "history": [asdict(c) for c in history(store, name, limit=5)],
-        "last_runs": RUNS_NOT_RECORDED,
+        "last_runs": [],  # filled by the CLI from the csext.runs.log stream (no broker I/O here)
         "warnings": warnings,
     }
 

@@ -126,6 +126,31 @@ def emit(
     typer.echo(key)
 
 
+@app.command()
+def runs(
+    name: str | None = typer.Argument(None, help="Extension name (all extensions if omitted)"),
+    limit: int = typer.Option(20, help="Most recent records to show"),
+    since: str = typer.Option("24h", help="How far back to look: 90s, 15m, 24h, 7d"),
+    json_output: bool = typer.Option(False, "--json", help="Print the records as JSON"),
+    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+) -> None:
+    """Recent runs from the csext.runs.log stream (every worker's run records)."""
+    from .runlog import format_runs, parse_duration, recent_runs
+
+    settings = _settings(amqp_url=amqp_url)
+    try:
+        window = parse_duration(since)
+        records = asyncio.run(recent_runs(settings.amqp_url, name, limit=limit, since=window))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    except CsextError as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    if json_output:
+        typer.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(format_runs(records))
+
+
 def _settings(**overrides: object) -> Settings:
     from pydantic import ValidationError
 

@@ -165,11 +165,37 @@ def list_cmd(
 
 
 @handled
-def show_cmd(name: str, registry: Path | None = RegistryOpt, json_out: bool = JsonOpt) -> None:
+def show_cmd(
+    name: str,
+    registry: Path | None = RegistryOpt,
+    json_out: bool = JsonOpt,
+    amqp_url: str | None = AmqpOpt,
+) -> None:
     """Show one extension: manifest, README, status, problems, history, last runs."""
-    ctx = _Ctx(registry, json_out)
+    ctx = _Ctx(registry, json_out, amqp_url=amqp_url)
     info = query.show(ctx.store, name)
+    info["last_runs"] = _last_runs(ctx.settings.amqp_url, name)
     ctx.emit(info, lambda: _show_text(info))
+
+
+def _last_runs(amqp_url: str, name: str) -> list[dict[str, Any]] | str:
+    """The extension's last runs from the csext.runs.log stream; a reason when unknown."""
+    import asyncio
+
+    from csext.schemas.errors import CsextError
+
+    from .runlog import recent_runs
+
+    try:
+        return asyncio.run(recent_runs(amqp_url, name, limit=5, since=7 * 86400, timeout=5))
+    except CsextError as exc:
+        return f"unknown ({exc})"
+
+
+def _runs_text(runs: list[dict[str, Any]] | str) -> str:
+    from .runlog import format_runs
+
+    return f"  {runs}" if isinstance(runs, str) else format_runs(runs)
 
 
 def _show_text(info: dict[str, Any]) -> str:
@@ -182,7 +208,8 @@ def _show_text(info: dict[str, Any]) -> str:
         f"entrypoint: {info['entrypoint']}",
         f"secrets: declared {', '.join(secrets['declared']) or '-'}; "
         f"set {', '.join(secrets['set']) or '-'}",
-        f"last runs: {info['last_runs']}",
+        "last runs:",
+        _runs_text(info["last_runs"]),
         "",
         "--- extension.yaml",
         yaml.safe_dump(info["manifest"], sort_keys=False).rstrip(),

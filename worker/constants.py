@@ -26,6 +26,9 @@ RPC_UNROUTED_QUEUE: Final = "csext.rpc.unrouted"
 RUNS_EXCHANGE: Final = "csext.runs"
 """Topic exchange for run records; routing key `<extension>.<outcome>`."""
 
+RUNS_LOG_QUEUE: Final = "csext.runs.log"
+"""Stream queue bound to csext.runs: a bounded history of run records (`csext runs`)."""
+
 CONTROL_EXCHANGE: Final = "csext.control"
 """Fanout exchange: 'registry changed' broadcasts that make workers reload."""
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import aio_pika
 
-from csext.schemas.errors import BrokerUnavailable
 from csext.schemas.event import build_routing_key
 
 from . import topology
-from .settings import redact_url
+from .broker import connect
 
 
 async def emit_event(
@@ -27,10 +26,7 @@ async def emit_event(
 ) -> str:
     """Publish one event; returns the routing key used."""
     key = build_routing_key(category, event_type, resource_type, resource_uuid)
-    try:
-        connection = await aio_pika.connect(amqp_url, timeout=5)
-    except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-        raise BrokerUnavailable(f"cannot reach RabbitMQ at {redact_url(amqp_url)}: {exc}") from None
+    connection = await connect(amqp_url)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         target = await topology.declare_cloudstack_exchange(channel, exchange)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterable
 
 import aio_pika
@@ -67,6 +68,7 @@ def build_record(
         if error
         else (mask(run.error, secrets) if run and run.error else None),
         worker=WORKER_ID,
+        finished_at=time.time(),
     )
 
 

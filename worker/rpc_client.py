@@ -17,14 +17,12 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from csext.schemas.errors import BrokerUnavailable, CallTimeout
+from csext.schemas.errors import CallTimeout
 from csext.schemas.rpc import RpcReply
 
 from . import constants as c
 from . import topology
-from .settings import redact_url
-
-CONNECT_TIMEOUT = 5.0
+from . import broker
 
 
 class RpcClient:
@@ -46,13 +44,8 @@ class RpcClient:
     ) -> None:
         await self.close()
 
-    async def connect(self, timeout: float = CONNECT_TIMEOUT) -> None:
-        try:
-            self._connection = await aio_pika.connect(self._url, timeout=timeout)
-        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-            raise BrokerUnavailable(
-                f"cannot reach RabbitMQ at {redact_url(self._url)}: {exc or type(exc).__name__}"
-            ) from None
+    async def connect(self, timeout: float = broker.CONNECT_TIMEOUT) -> None:
+        self._connection = await broker.connect(self._url, timeout)
         self._channel = await self._connection.channel(publisher_confirms=False)
         await topology.declare_rpc_exchange(self._channel)
         replies = await self._channel.get_queue(c.DIRECT_REPLY_TO, ensure=False)

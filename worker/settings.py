@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     delivery_limit: int = Field(default=constants.DEFAULT_DELIVERY_LIMIT, ge=1, le=1000)
     rpc_margin: float = Field(default=0.5, ge=0, le=60)
     """Seconds kept back from an RPC deadline so the reply arrives before the caller gives up."""
+    runs_log_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024 * 1024)
+    """Size bound of the csext.runs.log stream (fixed when the stream is first declared)."""
+    runs_log_max_age: str = "7D"
+    """Age bound of the csext.runs.log stream, RabbitMQ's syntax (`7D`, `12h`)."""
     secrets_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool | None = None

@@ -38,6 +38,22 @@ async def declare_runs_exchange(channel: AbstractChannel) -> AbstractExchange:
     return await channel.declare_exchange(c.RUNS_EXCHANGE, ExchangeType.TOPIC, durable=True)
 
 
+async def declare_runs_log(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
+    """A RabbitMQ stream keeping recent run records, bounded by size and age, readable from any
+    host (`csext runs`, `csext show`) without a database."""
+    queue = await channel.declare_queue(
+        c.RUNS_LOG_QUEUE,
+        durable=True,
+        arguments={
+            "x-queue-type": "stream",
+            "x-max-length-bytes": settings.runs_log_max_bytes,
+            "x-max-age": settings.runs_log_max_age,
+        },
+    )
+    await queue.bind(c.RUNS_EXCHANGE, "#")
+    return queue
+
+
 async def declare_control_exchange(channel: AbstractChannel) -> AbstractExchange:
     return await channel.declare_exchange(c.CONTROL_EXCHANGE, ExchangeType.FANOUT, durable=True)
 
@@ -67,6 +83,7 @@ async def declare_base(channel: AbstractChannel, settings: Settings) -> None:
         await declare_cloudstack_exchange(channel, settings.cloudstack_exchange)
     await declare_rpc_exchange(channel)
     await declare_runs_exchange(channel)
+    await declare_runs_log(channel, settings)
     await declare_control_exchange(channel)
     await declare_dead_letters(channel)
     await declare_unrouted_queue(channel)
