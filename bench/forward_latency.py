@@ -6,11 +6,13 @@ CloudStack would (a new process each time) and prints p50/p99. Also times the pa
 csext's own start-up: `csext forward --help` (no broker) and `python -c pass`.
 
 usage: .venv/bin/python bench/forward_latency.py [--runs 50] [--amqp-url URL]
+(`python -m bench` runs it as benchmark 6.)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import statistics
@@ -21,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import aio_pika
 import yaml
 
 CSEXT = Path(sys.executable).parent / "csext"
@@ -79,6 +82,60 @@ def wait_ready(argv: list[str], env: dict[str, str], timeout: float = 30) -> Non
     raise SystemExit("the worker did not answer within 30 s")
 
 
+def measure(amqp_url: str, runs: int, show: bool = True) -> dict[str, list[float]]:
+    """Samples (ms) by label: the worker's no-op call beside python -c pass and start-up."""
+    name = "bench-noop-" + uuid.uuid4().hex[:8]
+    results: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_registry(root / "registry", name)
+        payload = root / "payload.json"
+        payload.write_text(json.dumps({"virtualmachinename": "i-2-4-VM"}))
+        config = root / "csext.yaml"
+        config.write_text(f"amqp_url: {amqp_url}\n")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
+        env.update(
+            {
+                "CSEXT_CONFIG": str(config),
+                "CSEXT_REGISTRY": str(root / "registry"),
+                "CSEXT_CLOUDSTACK_EXCHANGE": name,
+            }
+        )
+        call = [str(CSEXT), "forward", "--extension", name, "status", str(payload), "60"]
+        worker = start_worker(env)
+        try:
+            wait_ready(call, env)
+            plan = [
+                ("python -c pass", [sys.executable, "-c", "pass"], runs),
+                ("csext forward --help (start-up only)", [str(CSEXT), "forward", "--help"], runs),
+                (
+                    "csext --help (typer path, for contrast)",
+                    [str(CSEXT), "--help"],
+                    max(3, runs // 5),
+                ),
+                ("csext forward: no-op call via the worker", call, runs),
+            ]
+            for label, argv, count in plan:
+                results[label] = timed(argv, count, env)
+                if show:
+                    report(label, results[label])
+        finally:
+            worker.terminate()
+            worker.wait(30)
+            asyncio.run(cleanup(amqp_url, name))
+    return results
+
+
+async def cleanup(amqp_url: str, name: str) -> None:
+    """Remove the queues and the exchange the worker declared for this run."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (f"csext.ext.{name}.events", f"csext.ext.{name}.rpc"):
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=50)
@@ -87,40 +144,7 @@ def main() -> None:
         default=os.environ.get("CSEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
     )
     args = parser.parse_args()
-    name = "bench-noop-" + uuid.uuid4().hex[:8]
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        write_registry(root / "registry", name)
-        payload = root / "payload.json"
-        payload.write_text(json.dumps({"virtualmachinename": "i-2-4-VM"}))
-        config = root / "csext.yaml"
-        config.write_text(f"amqp_url: {args.amqp_url}\n")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
-        env.update(
-            {
-                "CSEXT_CONFIG": str(config),
-                "CSEXT_REGISTRY": str(root / "registry"),
-                "CSEXT_RUN_DIR": str(root / "runs"),
-                "CSEXT_CLOUDSTACK_EXCHANGE": name,
-            }
-        )
-        call = [str(CSEXT), "forward", "--extension", name, "status", str(payload), "60"]
-        worker = start_worker(env)
-        try:
-            wait_ready(call, env)
-            report("python -c pass", timed([sys.executable, "-c", "pass"], args.runs, env))
-            report(
-                "csext forward --help (start-up only)",
-                timed([str(CSEXT), "forward", "--help"], args.runs, env),
-            )
-            report(
-                "csext --help (typer path, for contrast)",
-                timed([str(CSEXT), "--help"], max(5, args.runs // 5), env),
-            )
-            report("csext forward: no-op call via the worker", timed(call, args.runs, env))
-        finally:
-            worker.terminate()
-            worker.wait(30)
+    measure(args.amqp_url, args.runs)
 
 
 if __name__ == "__main__":
