@@ -17,7 +17,7 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 
-from csext.schemas.errors import CallTimeout
+from csext.schemas.errors import BrokerUnavailable, CallTimeout
 from csext.schemas.rpc import RpcReply
 
 from . import constants as c
@@ -85,7 +85,13 @@ class RpcClient:
         )
         exchange = await self._channel.get_exchange(c.RPC_EXCHANGE, ensure=False)
         try:
-            await exchange.publish(message, extension, mandatory=False)
+            try:
+                await exchange.publish(message, extension, mandatory=False)
+            except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+                raise BrokerUnavailable(
+                    f"lost the connection to RabbitMQ before calling {extension!r} "
+                    f"({type(exc).__name__}); the call was not sent, try again"
+                ) from None
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise CallTimeout(
