@@ -83,9 +83,9 @@ class RpcClient:
             headers={c.HEADER_DEADLINE: int((time.time() + timeout) * 1000)},
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
-        exchange = await self._channel.get_exchange(c.RPC_EXCHANGE, ensure=False)
         try:
             try:
+                exchange = await self._channel.get_exchange(c.RPC_EXCHANGE, ensure=False)
                 await exchange.publish(message, extension, mandatory=False)
             except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
                 raise BrokerUnavailable(
