@@ -1,0 +1,229 @@
+"""Helpers shared by the fault scenarios: worker processes, bulk publishing, process scans."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import aio_pika
+from aio_pika.abc import AbstractIncomingMessage
+from workerkit import queue_consumers
+
+from csext.worker import constants as c
+from csext.worker import topology
+from csext.worker.cgroups import Cgroups
+from csext.worker.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+
+
+def cgroups_available() -> tuple[bool, str]:
+    """Whether a worker started from this process could use per-run cgroups, and why."""
+    layer, reason = Cgroups.detect("auto")
+    if layer is not None:
+        os.close(layer._home)
+    return layer is not None, reason
+
+
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
+    env.update(
+        {
+            "CSEXT_AMQP_URL": settings.amqp_url,
+            "CSEXT_REGISTRY": str(settings.registry),
+            "CSEXT_CLOUDSTACK_EXCHANGE": settings.cloudstack_exchange,
+            "CSEXT_RUN_DIR": str(settings.run_dir),
+            "CSEXT_SHUTDOWN_GRACE": str(settings.shutdown_grace),
+            "CSEXT_KILL_GRACE": str(settings.kill_grace),
+            "CSEXT_LOG_JSON": "true",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def start_worker(
+    settings: Settings,
+    log: Path,
+    *,
+    processes: int = 1,
+    launcher: str | None = None,
+    **extra: str,
+) -> subprocess.Popen[bytes]:
+    """A real worker process (`python -m csext.worker worker`, or a test launcher script)."""
+    main = [str(HERE / launcher)] if launcher else ["-m", "csext.worker"]
+    argv = [sys.executable, *main]
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            [*argv, "worker", "--processes", str(processes)],
+            env=worker_env(settings, **extra),
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                stat = Path(f"/proc/{entry.name}/stat").read_bytes()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(b")") + 2 :].split()
+            if int(fields[1]) == pid and fields[0] != b"Z":
+                found.append(int(entry.name))
+    return found
+
+
+def processes_with_env(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (e.g. `CSEXT_EXTENSION=<name>`)."""
+    wanted = marker.encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry.name}/environ").read_bytes()
+            stat = Path(f"/proc/{entry.name}/stat").read_bytes()
+        except OSError:
+            continue
+        if stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] == b"Z":
+            continue
+        if wanted in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_all(pids: Iterable[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+async def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    give_up = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
+        if time.monotonic() > give_up:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+async def consumers_at_least(amqp_url: str, queue: str, count: int) -> bool:
+    try:
+        return await queue_consumers(amqp_url, queue) >= count
+    except Exception:
+        return False
+
+
+async def queue_depth(amqp_url: str, queue: str) -> int:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count or 0
+
+
+async def publish_many(
+    amqp_url: str,
+    exchange: str,
+    messages: Iterable[tuple[str, bytes]],
+    *,
+    content_type: str = "text/plain",
+) -> int:
+    """Publish (routing key, body) pairs persistently with confirms; the count confirmed."""
+    connection = await aio_pika.connect(amqp_url)
+    confirmed = 0
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        ex = await topology.declare_cloudstack_exchange(channel, exchange)
+        batch = []
+        for key, body in messages:
+            message = aio_pika.Message(
+                body, content_type=content_type, delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+            )
+            batch.append(ex.publish(message, key, mandatory=False))
+            if len(batch) >= 200:
+                await asyncio.gather(*batch)
+                confirmed += len(batch)
+                batch = []
+        await asyncio.gather(*batch)
+        confirmed += len(batch)
+    return confirmed
+
+
+class DeadLetters:
+    """A private tap on csext.dlx: every dead letter whose routing key matches `keys`.
+
+    Dead letters keep their original routing key (events: the CloudStack key; RPC: the
+    extension name), so a scenario that uses its own key words sees only its own letters,
+    whatever other tests leave in the shared csext.dead.
+    """
+
+    def __init__(self, amqp_url: str, *keys: str) -> None:
+        self._url = amqp_url
+        self._keys = keys
+        self.found: list[AbstractIncomingMessage] = []
+
+    async def __aenter__(self) -> DeadLetters:
+        self._connection = await aio_pika.connect(self._url)
+        channel = await self._connection.channel()
+        exchange = await topology.declare_dead_letters(channel)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        for key in self._keys:
+            await queue.bind(exchange, key)
+        await queue.consume(self._on_message, no_ack=True)
+        return self
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.found.append(message)
+
+    def reasons(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for message in self.found:
+            headers = message.headers or {}
+            reason = headers.get(c.HEADER_REASON) or ("x-death" in headers and "delivery-limit")
+            counts[str(reason)] = counts.get(str(reason), 0) + 1
+        return counts
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._connection.close()
+
+
+async def delete_queues(amqp_url: str, *names: str) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        for name in names:
+            for queue in (c.events_queue(name), c.rpc_queue(name)):
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await channel.queue_delete(queue)
