@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +26,15 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from csext.handlers.event import accepts
 from csext.schemas.errors import DeadLetter, RetryableRun
-from csext.schemas.event import CloudStackEvent, topic_matches
+from csext.schemas.event import topic_matches
 from csext.schemas.manifest import RetryPolicy
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension
 
 from . import constants as c
-from .bindings import event_accepts, event_patterns
+from .bindings import event_patterns
 from .deadletter import DeadLetterPublisher
 from .environment import event_key
 from .execution import Executor, RunContext, RunOutcome, run_limits
@@ -52,19 +55,38 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) else 0
 
 
-def parse_event(message: AbstractIncomingMessage) -> CloudStackEvent:
+def parse_event(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """The event payload: `CloudStackEvent.from_delivery(...).model_dump()`, built directly.
+
+    A plain dict: the model only split the routing key, and validating then dumping it for
+    every event cost more than the split.
+    """
     try:
         body = orjson.loads(message.body)
     except orjson.JSONDecodeError as exc:
         raise DeadLetter("invalid-body", f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise DeadLetter("invalid-body", f"body must be a JSON object, got {type(body).__name__}")
-    return CloudStackEvent.from_delivery(message.routing_key or "", body)
+    routing_key = message.routing_key or ""
+    parts: list[str | None] = [None if p == "*" else p for p in routing_key.split(".")]
+    if len(parts) != 5:
+        parts = [None] * 5
+    return {
+        "routing_key": routing_key,
+        "source": parts[0],
+        "category": parts[1],
+        "type": parts[2],
+        "resource_type": parts[3],
+        "resource_uuid": parts[4],
+        "body": body,
+    }
 
 
-def retrying(policy: RetryPolicy, attempts: int) -> AsyncRetrying:
+def retrying(policy: RetryPolicy, attempts: int, elapsed: float = 0.0) -> AsyncRetrying:
+    """The retry loop; `elapsed`: seconds already spent on this event (counted in maxElapsed)."""
     return AsyncRetrying(
-        stop=stop_after_attempt(attempts) | stop_after_delay(policy.max_elapsed),
+        stop=stop_after_attempt(attempts)
+        | stop_after_delay(max(0.0, policy.max_elapsed - elapsed)),
         wait=wait_exponential_jitter(
             multiplier=policy.backoff.initial,
             max=policy.backoff.max,
@@ -80,6 +102,8 @@ class EventDelivery:
     def __init__(self, executor: Executor, dead_letters: DeadLetterPublisher) -> None:
         self._executor = executor
         self._dead_letters = dead_letters
+        self._routes: dict[str, tuple[Extension, tuple[str, ...]]] = {}
+        """Binding patterns by extension, computed once per manifest (not per event)."""
 
     async def handle(self, ext: Extension, message: AbstractIncomingMessage) -> None:
         attempts = _Attempts()
@@ -103,40 +127,65 @@ class EventDelivery:
     async def _process(
         self, ext: Extension, message: AbstractIncomingMessage, attempts: _Attempts
     ) -> None:
+        started = time.monotonic()
         event = parse_event(message)
         if not self._wanted(ext, event):
-            log.debug("event %s filtered out", event.routing_key, extra={"extension": ext.name})
+            log.debug("event %s filtered out", event["routing_key"], extra={"extension": ext.name})
             return
         key = event_key(message.routing_key or "", message.body)
         base = delivery_count(message)
-        payload = event.model_dump()
         limits = run_limits(ext)
+
+        def context(attempt: int) -> RunContext:
+            return RunContext(
+                action=event["category"] or "event",
+                payload=event,
+                kind="event",
+                attempt=base + attempt,
+                event_key=key,
+                timeout=limits.timeout,
+            )
+
+        # The first run goes without tenacity: most events need no retry, and setting up
+        # the retry loop cost more than the rest of the event path.
+        attempts.count = 1
+        attempts.last = await self._run(ext, context(1))
+        if attempts.last.interpretation.retry:
+            await self._retry(ext, attempts, context, limits.attempts, started)
+        if attempts.last.interpretation.outcome is not Outcome.SUCCESS:
+            raise DeadLetter("extension-failed", "the extension failed (not retryable)")
+
+    async def _retry(
+        self,
+        ext: Extension,
+        attempts: _Attempts,
+        context: Callable[[int], RunContext],
+        limit: int,
+        started: float,
+    ) -> None:
+        """Runs 2..limit with tenacity's backoff; the first run (already done) is replayed as
+        tenacity's first attempt, so waits, attempts and maxElapsed count as if it ran there."""
+        replay = True
         try:
-            async for attempt in retrying(ext.spec.retry, limits.attempts):
+            async for attempt in retrying(ext.spec.retry, limit, time.monotonic() - started):
                 with attempt:
-                    attempts.count += 1
-                    ctx = RunContext(
-                        action=event.category or "event",
-                        payload=payload,
-                        kind="event",
-                        attempt=base + attempts.count,
-                        event_key=key,
-                        timeout=limits.timeout,
-                    )
-                    attempts.last = await self._run(ext, ctx)
+                    if not replay:
+                        attempts.count += 1
+                        attempts.last = await self._run(ext, context(attempts.count))
+                    replay = False
+                    assert attempts.last is not None
                     if attempts.last.interpretation.retry:
                         raise RetryableRun(attempts.last.run_id)
         except RetryableRun:
             raise DeadLetter("retries-exhausted", "the extension kept failing") from None
-        assert attempts.last is not None
-        if attempts.last.interpretation.outcome is not Outcome.SUCCESS:
-            raise DeadLetter("extension-failed", "the extension failed (not retryable)")
 
-    def _wanted(self, ext: Extension, event: CloudStackEvent) -> bool:
-        patterns = event_patterns(ext.spec)
-        if not any(topic_matches(p, event.routing_key) for p in patterns):
+    def _wanted(self, ext: Extension, event: dict[str, Any]) -> bool:
+        route = self._routes.get(ext.name)
+        if route is None or route[0] is not ext:  # new or changed manifest
+            route = self._routes[ext.name] = (ext, tuple(event_patterns(ext.spec)))
+        if not any(topic_matches(p, event["routing_key"]) for p in route[1]):
             return False  # a stale binding left from an older manifest
-        return event_accepts(event, ext.spec)
+        return ext.spec.events.filters.empty or accepts(event, ext.spec)
 
     async def _run(self, ext: Extension, ctx: RunContext) -> RunOutcome:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -97,8 +98,17 @@ class Executor:
         async with self._global:
             run = await self._runtime.run(ext, request)
         interpretation = handler.interpret(ctx.action, run, ext.spec, ctx.payload)
-        secrets = (*handler.secret_values(ctx.action, ctx.payload), *interpretation.secrets)
-        await self._record(ext, ctx, run_id, run, interpretation, secrets)
+
+        def secrets() -> tuple[str, ...]:  # walked only when the record has text to mask
+            return (
+                *ext.secret_values.values(),
+                *ctx.secrets,
+                *handler.secret_values(ctx.action, ctx.payload),
+                *interpretation.secrets,
+            )
+
+        error = interpretation.error.message if interpretation.error else None
+        await self._publish(ext, ctx, run_id, interpretation.outcome, run, error, secrets)
         return RunOutcome(run, interpretation, run_id)
 
     def _environment(self, ext: Extension, ctx: RunContext, run_id: str) -> dict[str, str]:
@@ -116,19 +126,6 @@ class Executor:
             event_key=ctx.event_key,
         )
 
-    async def _record(
-        self,
-        ext: Extension,
-        ctx: RunContext,
-        run_id: str,
-        run: RunResult,
-        interpretation: Interpretation,
-        payload_secrets: tuple[str, ...],
-    ) -> None:
-        error = interpretation.error.message if interpretation.error else None
-        secrets = (*ext.secret_values.values(), *ctx.secrets, *payload_secrets)
-        await self._publish(ext, ctx, run_id, interpretation.outcome, run, error, secrets)
-
     async def record_unrun(
         self, ext: Extension, ctx: RunContext, outcome: Outcome, error: str
     ) -> None:
@@ -143,7 +140,7 @@ class Executor:
         outcome: Outcome,
         run: RunResult | None,
         error: str | None,
-        secrets: tuple[str, ...],
+        secrets: tuple[str, ...] | Callable[[], tuple[str, ...]],
     ) -> None:
         record = build_record(
             run_id=run_id,
