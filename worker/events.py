@@ -102,8 +102,8 @@ class EventDelivery:
     def __init__(self, executor: Executor, dead_letters: DeadLetterPublisher) -> None:
         self._executor = executor
         self._dead_letters = dead_letters
-        self._routes: dict[str, tuple[Extension, tuple[str, ...]]] = {}
-        """Binding patterns by extension, computed once per manifest (not per event)."""
+        self._routes: dict[str, tuple[Extension, tuple[str, ...], bool]] = {}
+        """(extension, binding patterns, has filters) by name, once per manifest, not per event."""
 
     async def handle(self, ext: Extension, message: AbstractIncomingMessage) -> None:
         attempts = _Attempts()
@@ -182,10 +182,11 @@ class EventDelivery:
     def _wanted(self, ext: Extension, event: dict[str, Any]) -> bool:
         route = self._routes.get(ext.name)
         if route is None or route[0] is not ext:  # new or changed manifest
-            route = self._routes[ext.name] = (ext, tuple(event_patterns(ext.spec)))
+            patterns = tuple(event_patterns(ext.spec))
+            route = self._routes[ext.name] = (ext, patterns, not ext.spec.events.filters.empty)
         if not any(topic_matches(p, event["routing_key"]) for p in route[1]):
             return False  # a stale binding left from an older manifest
-        return ext.spec.events.filters.empty or accepts(event, ext.spec)
+        return not route[2] or accepts(event, ext.spec)
 
     async def _run(self, ext: Extension, ctx: RunContext) -> RunOutcome:
         try:

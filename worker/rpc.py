@@ -13,15 +13,16 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aiormq import spec
 from pydantic import ValidationError
 
 from csext.schemas.errors import describe_validation_error
-from csext.schemas.rpc import RpcReply, RpcRequest
-from csext.schemas.run import Outcome
+from csext.schemas.rpc import RpcError, RpcReply, RpcRequest
+from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension, RegistryView
 
 from . import constants as c
@@ -29,6 +30,7 @@ from .deadletter import DeadLetterPublisher
 from .environment import event_key
 from .events import _settle
 from .execution import Executor, RunContext, RunOutcome, run_limits
+from .records import publish_raw
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,21 @@ def call_deadline(message: AbstractIncomingMessage, default_timeout: float) -> f
 
 
 def parse_call(body: bytes) -> RpcRequest:
+    """The call's `{"action", "payload"}`; BadCall naming what is wrong otherwise.
+
+    A well-formed body is checked with orjson and a few type tests (pydantic validation
+    cost more than the rest of a warm call); anything else goes through the model, whose
+    errors name the problem.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if type(doc) is dict and doc.keys() <= _CALL_KEYS:
+        action = doc.get("action")
+        if type(action) is str and 0 < len(action) <= 255:
+            payload = doc.get("payload", {})
+            return RpcRequest.model_construct(action=action, payload=payload)
     try:
         return RpcRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -55,6 +72,24 @@ def parse_call(body: bytes) -> RpcRequest:
         raise BadCall(
             'body must be JSON {"action": "<action>", "payload": {...}}: ' + problems
         ) from None
+
+
+_CALL_KEYS = frozenset({"action", "payload"})
+
+
+def reply_body(run: RunResult, error: RpcError | None, result: Any) -> bytes:
+    """`RpcReply.from_run(...)` as JSON, built without the model (same fields, same order)."""
+    return orjson.dumps(
+        {
+            "exit_code": run.exit_code,
+            "stdout": run.stdout.decode("utf-8", "replace"),
+            "stderr": run.stderr.decode("utf-8", "replace"),
+            "duration_ms": run.duration_ms,
+            "truncated": {"stdout": run.stdout_truncated, "stderr": run.stderr_truncated},
+            "error": None if error is None else {"kind": error.kind, "message": error.message},
+            "result": result,
+        }
+    )
 
 
 class RpcDelivery:
@@ -87,7 +122,9 @@ class RpcDelivery:
             await self.reply(message, reply)
         await _settle(message.ack())
 
-    async def _call(self, ext: Extension, message: AbstractIncomingMessage) -> RpcReply | None:
+    async def _call(
+        self, ext: Extension, message: AbstractIncomingMessage
+    ) -> RpcReply | bytes | None:
         limits = run_limits(ext)
         deadline = call_deadline(message, limits.timeout + self._margin)
         request = parse_call(message.body)
@@ -109,7 +146,7 @@ class RpcDelivery:
         except ValueError as exc:
             return RpcReply.failure("bad-request", str(exc))
         run, interp = outcome.run, outcome.interpretation
-        return RpcReply.from_run(run, error=interp.error, result=interp.result)
+        return reply_body(run, interp.error, interp.result)
 
     async def _run_with_retries(
         self, ext: Extension, ctx: RunContext, deadline: float, attempts: int
@@ -130,17 +167,17 @@ class RpcDelivery:
             delay = min(policy.backoff.max, delay * policy.backoff.multiplier)
             attempt += 1
 
-    async def reply(self, message: AbstractIncomingMessage, reply: RpcReply) -> None:
-        body = orjson.dumps(reply.model_dump(mode="json"))
-        out = aio_pika.Message(
-            body,
+    async def reply(self, message: AbstractIncomingMessage, reply: RpcReply | bytes) -> None:
+        """Publish `reply` (a model, or its JSON) to the caller's reply_to; never raises."""
+        body = reply if isinstance(reply, bytes) else orjson.dumps(reply.model_dump(mode="json"))
+        properties = spec.Basic.Properties(
             correlation_id=message.correlation_id,
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+            delivery_mode=1,
         )
         try:
             await asyncio.shield(
-                self._replies.publish(out, message.reply_to or "", mandatory=False)
+                publish_raw(self._replies, body, message.reply_to or "", properties)
             )
         except Exception:
             log.warning("could not publish a reply to %s", message.reply_to, exc_info=True)
