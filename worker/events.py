@@ -217,9 +217,7 @@ class EventDelivery:
                 detail=exc.detail,
                 attempts=attempts.count,
                 exit_code=last.run.exit_code if last else None,
-                stderr_tail=mask(last.run.stderr_tail(512), ext.secret_values.values())
-                if last
-                else "",
+                stderr_tail=mask(last.run.stderr_tail(512), last.secrets()) if last else "",
             )
         )
 

@@ -49,6 +49,8 @@ class RunOutcome:
     run: RunResult
     interpretation: Interpretation
     run_id: str
+    secrets: Callable[[], tuple[str, ...]] = tuple
+    """Every value to mask in text about this run (manifest secrets, payload credentials)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,7 @@ class Executor:
 
         error = interpretation.error.message if interpretation.error else None
         await self._publish(ext, ctx, run_id, interpretation.outcome, run, error, secrets)
-        return RunOutcome(run, interpretation, run_id)
+        return RunOutcome(run, interpretation, run_id, secrets)
 
     def _environment(self, ext: Extension, ctx: RunContext, run_id: str) -> dict[str, str]:
         return extension_env(
