@@ -8,6 +8,7 @@ Errors print `error: ...` on stderr (and `{"error": ...}` with --json) and exit 
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import shlex
@@ -101,9 +102,29 @@ def handled(func: Callable[P, R]) -> Callable[P, R]:
             _fail(str(exc), json_out)
         except ValidationError as exc:
             _fail(f"invalid settings: {exc}", json_out)
+        except OSError as exc:  # disk full, read-only registry, permissions: say so plainly
+            _fail(describe_os_error(exc), json_out)
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "free some space on that file system and try again",
+    errno.EDQUOT: "the disk quota is used up; free some space and try again",
+    errno.EROFS: "the registry's file system is mounted read-only",
+    errno.EACCES: "run csext as the user that owns the registry",
+    errno.EPERM: "run csext as the user that owns the registry",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """`cannot write <file>: <reason> (<what to do>)`. Store changes are staged and committed
+    as one step, so a failure leaves the registry as it was (tests/faults scenario 8)."""
+    hint = _OS_HINTS.get(exc.errno or 0)
+    reason = exc.strerror or str(exc)
+    where = f"cannot write {exc.filename}" if exc.filename else "file system error"
+    return f"{where}: {reason}; nothing was changed" + (f" ({hint})" if hint else "")
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
