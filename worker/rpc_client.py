@@ -16,6 +16,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
 from csext.schemas.errors import BrokerUnavailable, CallTimeout
 from csext.schemas.rpc import RpcReply
@@ -87,7 +88,7 @@ class RpcClient:
             try:
                 exchange = await self._channel.get_exchange(c.RPC_EXCHANGE, ensure=False)
                 await exchange.publish(message, extension, mandatory=False)
-            except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+            except (*CONNECTION_EXCEPTIONS, aio_pika.exceptions.ChannelInvalidStateError) as exc:
                 raise BrokerUnavailable(
                     f"lost the connection to RabbitMQ before calling {extension!r} "
                     f"({type(exc).__name__}); the call was not sent, try again"
