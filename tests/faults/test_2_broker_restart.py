@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import subprocess
 import time
+import traceback
 from pathlib import Path
 
 import orjson
@@ -109,7 +110,7 @@ async def test_broker_restart_under_load(tmp_path, amqp_url, unique, report):
         late = [(s, what) for s, what in calls if s > CALL_TIMEOUT + SLACK]
         assert not late, late
         outcomes = sorted({what for _, what in calls})
-        assert set(outcomes) <= {"reply", "BrokerUnavailable", "CallTimeout"}, outcomes
+        assert set(outcomes) <= {"reply", "BrokerUnavailable", "CallTimeout"}, "\n".join(outcomes)
         report.check(
             f"{len(calls)} RPC calls: each got a reply or a clear error within its "
             f"{CALL_TIMEOUT:g} s deadline (seen: {', '.join(outcomes)}); replies again "
@@ -139,7 +140,7 @@ async def _keep_calling(
             outcome = type(exc).__name__
             client = await _drop(client)
         except Exception as exc:  # anything else is not a clear error: recorded, then failed
-            outcome = f"unclear {type(exc).__name__}: {exc}"
+            outcome = f"unclear {type(exc).__name__}: {exc} {traceback.format_exc()}"
             client = await _drop(client)
         calls.append((time.monotonic() - started, outcome))
         await asyncio.sleep(0.2)
