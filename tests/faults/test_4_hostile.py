@@ -123,7 +123,8 @@ async def test_cgroup_kills_a_double_forked_setsid_grandchild(tmp_path, report):
     script = tmp_path / "ext"
     script.write_text(
         f"#!/bin/sh\nsetsid sh -c 'sh -c \"echo \\$\\$ > {pidfile}; "
-        "exec sleep 300\" &' </dev/null >/dev/null 2>&1\necho done\n"
+        "exec sleep 300\" &' </dev/null >/dev/null 2>&1\n"
+        f"while [ ! -s {pidfile} ]; do sleep 0.01; done\necho done\n"
     )
     script.chmod(0o755)
     request = RunRequest(
