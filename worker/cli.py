@@ -151,6 +151,55 @@ def runs(
         typer.echo(format_runs(records))
 
 
+dead_app = typer.Typer(help="Dead letters in csext.dead: list them, replay them.")
+app.add_typer(dead_app, name="dead")
+
+
+@dead_app.command("list")
+def dead_list(
+    extension: str | None = typer.Option(None, help="Only this extension's dead letters"),
+    reason: str | None = typer.Option(None, help="Only this reason, e.g. retries-exhausted"),
+    limit: int = typer.Option(50, help="At most this many"),
+    json_output: bool = typer.Option(False, "--json", help="Print them as JSON"),
+    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+) -> None:
+    """List dead letters and why they died (nothing is removed)."""
+    from .dlq import format_dead, list_dead, matcher
+
+    settings = _settings(amqp_url=amqp_url)
+    try:
+        found = asyncio.run(list_dead(settings.amqp_url, matcher(extension, reason), limit))
+    except CsextError as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    if json_output:
+        typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    else:
+        typer.echo(format_dead(found))
+
+
+@dead_app.command("replay")
+def dead_replay(
+    extension: str | None = typer.Option(None, help="Only this extension's dead letters"),
+    reason: str | None = typer.Option(None, help="Only this reason"),
+    limit: int | None = typer.Option(None, help="At most this many"),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+) -> None:
+    """Put dead letters back into the queue they came from, to be run again."""
+    from dataclasses import asdict
+
+    from .dlq import matcher, replay_dead
+
+    if not yes and not (sys.stdin.isatty() and typer.confirm("Replay the matching dead letters?")):
+        raise fail("nothing replayed: confirm, or pass --yes", 1)
+    settings = _settings(amqp_url=amqp_url)
+    try:
+        report = asyncio.run(replay_dead(settings.amqp_url, matcher(extension, reason), limit))
+    except CsextError as exc:
+        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    typer.echo(orjson.dumps(asdict(report)).decode())
+
+
 def _settings(**overrides: object) -> Settings:
     from pydantic import ValidationError
 

@@ -66,6 +66,8 @@ HEADER_EXTENSION: Final = "x-csext-extension"
 HEADER_ORIGINAL_EXCHANGE: Final = "x-csext-original-exchange"
 HEADER_ORIGINAL_ROUTING_KEY: Final = "x-csext-original-routing-key"
 HEADER_ORIGINAL_QUEUE: Final = "x-csext-original-queue"
+HEADER_REPLAYED: Final = "x-csext-replayed"
+"""How often `csext dead replay` put this message back (kept across replays)."""
 
 DEFAULT_DELIVERY_LIMIT: Final = 5
 """Quorum queue delivery limit: a message that keeps crashing workers is dead-lettered."""

@@ -55,6 +55,16 @@ def delivery_count(message: AbstractIncomingMessage) -> int:
     return value if isinstance(value, int) else 0
 
 
+def cloudstack_routing_key(message: AbstractIncomingMessage) -> str:
+    """The event's CloudStack routing key. A replayed dead letter (`csext dead replay`) comes
+    straight to the queue through the default exchange and carries it in a header."""
+    if not message.exchange:
+        original = (message.headers or {}).get(c.HEADER_ORIGINAL_ROUTING_KEY)
+        if isinstance(original, str):
+            return original
+    return message.routing_key or ""
+
+
 def parse_event(message: AbstractIncomingMessage) -> dict[str, Any]:
     """The event payload: `CloudStackEvent.from_delivery(...).model_dump()`, built directly.
 
@@ -67,7 +77,7 @@ def parse_event(message: AbstractIncomingMessage) -> dict[str, Any]:
         raise DeadLetter("invalid-body", f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise DeadLetter("invalid-body", f"body must be a JSON object, got {type(body).__name__}")
-    routing_key = message.routing_key or ""
+    routing_key = cloudstack_routing_key(message)
     parts: list[str | None] = [None if p == "*" else p for p in routing_key.split(".")]
     if len(parts) != 5:
         parts = [None] * 5
@@ -132,7 +142,7 @@ class EventDelivery:
         if not self._wanted(ext, event):
             log.debug("event %s filtered out", event["routing_key"], extra={"extension": ext.name})
             return
-        key = event_key(message.routing_key or "", message.body)
+        key = event_key(event["routing_key"], message.body)
         base = delivery_count(message)
         limits = run_limits(ext)
 

@@ -8,8 +8,6 @@ read began, or when the stream goes quiet.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -19,9 +17,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from . import constants as c
-from .broker import connect
-
-QUIET_SECONDS = 0.5
+from .broker import connect, consume_until_quiet
 
 
 async def recent_runs(
@@ -53,28 +49,23 @@ async def _read(
 ) -> list[dict[str, Any]]:
     started = time.time()
     found: list[dict[str, Any]] = []
-    last_seen = time.monotonic()
-    done = asyncio.Event()
 
-    async def on_message(message: AbstractIncomingMessage) -> None:
-        nonlocal last_seen
-        last_seen = time.monotonic()
+    async def on_message(message: AbstractIncomingMessage) -> bool:
         await message.ack()
-        with contextlib.suppress(ValueError):
+        try:
             record = orjson.loads(message.body)
-            if record.get("finished_at", 0) >= started:
-                done.set()
-            elif extension is None or record.get("extension") == extension:
-                found.append(record)
+        except orjson.JSONDecodeError:
+            return False
+        if record.get("finished_at", 0) >= started:
+            return True  # caught up with the present
+        if extension is None or record.get("extension") == extension:
+            found.append(record)
+        return False
 
     offset = datetime.fromtimestamp(started - since, tz=UTC)
-    await queue.consume(on_message, arguments={"x-stream-offset": offset})
-    deadline = time.monotonic() + timeout
-    while not done.is_set() and time.monotonic() < deadline:
-        if time.monotonic() - last_seen > QUIET_SECONDS:
-            break
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(done.wait(), QUIET_SECONDS / 5)
+    await consume_until_quiet(
+        queue, on_message, timeout=timeout, arguments={"x-stream-offset": offset}
+    )
     return found[-limit:]
 
 
