@@ -227,3 +227,28 @@ async def delete_queues(amqp_url: str, *names: str) -> None:
                 channel = await connection.channel()
                 with contextlib.suppress(Exception):
                     await channel.queue_delete(queue)
+
+
+async def purge_dead_letters(amqp_url: str, token: str) -> int:
+    """Remove from the shared csext.dead the letters whose routing key or headers name `token`.
+
+    Scenarios dead-letter thousands of messages; left in csext.dead they would bury other
+    tests' letters. Others' letters are only held (unacked) while scanning, then returned.
+    """
+    removed = 0
+    mark = token.encode()
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.declare_queue(
+            c.DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        for _ in range(queue.declaration_result.message_count or 0):
+            message = await queue.get(no_ack=False, fail=False, timeout=5)
+            if message is None:
+                break
+            text = f"{message.routing_key} {message.headers!r}".encode()
+            if mark in text:
+                await message.ack()
+                removed += 1
+    return removed

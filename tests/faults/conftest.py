@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +58,19 @@ class Report:
 
 
 _ROWS: dict[str, Row] = {}
+
+
+@pytest.fixture(autouse=True)
+async def _clean_dead_letters(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """After a broker scenario, take its dead letters out of the shared csext.dead."""
+    wanted = "unique" in request.fixturenames and "amqp_url" in request.fixturenames
+    token = request.getfixturevalue("unique") if wanted else None
+    url = request.getfixturevalue("amqp_url") if wanted else None
+    yield
+    if token and url:
+        from ._kit import purge_dead_letters
+
+        await purge_dead_letters(url, token)
 
 
 @pytest.fixture

@@ -264,7 +264,9 @@ async def _send_corpus(amqp_url, exchange_name, unique, rpc_name, rounds, rng): 
 def test_parsing_never_crashes(body: bytes) -> None:
     """Any body: an event is a CloudStackEvent or a DeadLetter, a call an RpcRequest or a
     BadCall; never another exception (which would requeue the delivery)."""
-    message = SimpleNamespace(body=body, routing_key="management-server.A.B.C.D", headers={})
+    message = SimpleNamespace(
+        body=body, routing_key="management-server.A.B.C.D", headers={}, exchange="cloudstack-events"
+    )
     with contextlib.suppress(DeadLetter):
         parse_event(message)  # type: ignore[arg-type]
     with contextlib.suppress(BadCall):
