@@ -62,7 +62,8 @@ mypy: install $(MYPY_PATH)/csext ## Type-check with mypy (strict)
 
 all: lint mypy test ## lint, mypy and test
 
-bench: install rabbitmq ## Run the benchmarks (python -m bench)
+bench: install rabbitmq ## Run the benchmarks and write BENCHMARKS.md (installs the peers: the bench extra)
+	$(BIN)/python -m pip install --no-input -q -e '.[bench]'
 	$(BIN)/python -m bench
 
 bench-smoke: install rabbitmq ## A quick benchmark run that only checks the numbers come out

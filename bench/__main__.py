@@ -129,6 +129,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         metavar="KEY",
         help="run these benchmarks: " + ", ".join(b[0] for b in BENCHMARKS),
     )
+    parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     parser.add_argument("--repeats", type=int, help="samples per figure (default 3; smoke 1)")
     parser.add_argument(
         "--amqp-url",
@@ -173,6 +174,10 @@ async def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Section], Ctx, 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.list:
+        for key, title, *_ in BENCHMARKS:
+            print(f"{key}\t{title}")
+        return
     with tempfile.TemporaryDirectory(prefix="csext-bench-") as tmp:
         try:
             sections, ctx, seconds = asyncio.run(run(args, Path(tmp)))

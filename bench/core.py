@@ -356,6 +356,9 @@ def worker_env(ctx: Ctx, registry: Path, **extra: str) -> dict[str, str]:
             "CSEXT_CLOUDSTACK_EXCHANGE": ctx.exchange,
             "CSEXT_LOG_JSON": "true",
             "CSEXT_CONFIG": str(ctx.tmp / "no-config.yaml"),
+            # The worker-wide cap (default 16) must not undercut an extension's concurrency:
+            # the floors run as many at once as the extension may.
+            "CSEXT_CONCURRENCY": "64",
         }
     )
     env.update(extra)

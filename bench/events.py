@@ -7,7 +7,6 @@ queue, start the consumer process(es), and time the drain (core.drain_rate).
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 from csext.worker import constants as c
 
@@ -58,13 +57,13 @@ class EventSetup:
                 self.floor_queue, durable=True, arguments={"x-queue-type": "quorum"}
             )
 
-    async def csext_rate(self, count: int, processes: int = 1) -> float:
+    async def csext_rate(self, count: int, processes: int = 1, **env: str) -> float:
         await core.preload(self.ctx, self.ctx.exchange, self.key, self.body, count)
         procs: list = []
 
         def start() -> list:
             procs.append(
-                core.start_worker(self.ctx, self.registry, processes=processes, log=self.log)
+                core.start_worker(self.ctx, self.registry, processes=processes, log=self.log, **env)
             )
             return procs
 
@@ -158,7 +157,9 @@ async def celery_event_rate(ctx: Ctx, count: int) -> float:
 
     def start() -> list:
         argv = [
-            str(Path(PYTHON).parent / "celery"),
+            PYTHON,
+            "-m",
+            "celery",
             "-A",
             "bench.peers:celery_app",
             "worker",
@@ -219,12 +220,13 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
     setup = EventSetup(ctx, core.coprocess_script(), runtime="coprocess", concurrency=8)
     await setup.declare()
     raw_count, count = ctx.n(20000), ctx.n(10000)
-    raws, ours, celeries = [], [], []
+    raws, ours, quiet, celeries = [], [], [], []
     celery = core.has("celery")
     try:
         for _ in range(ctx.repeats):
             raws.append(await setup.floor_rate("ack", raw_count, 100))
             ours.append(await setup.csext_rate(count))
+            quiet.append(await setup.csext_rate(count, CSEXT_LOG_LEVEL="WARNING"))
             if celery:
                 celeries.append(await celery_event_rate(ctx, count))
     finally:
@@ -238,6 +240,15 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
         mine.median,
         raw.median,
         0.6,
+    )
+    still = Stat.of(quiet)
+    core.ratio_row(
+        section,
+        "same, log_level WARNING (no log line per run)",
+        rate_figures(still),
+        still.median,
+        raw.median,
+        None,
     )
     if celery:
         cel = Stat.of(celeries)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from pathlib import Path
 from typing import Any
 
 from csext.worker import constants as c
@@ -306,7 +305,9 @@ def run_celery(ctx: Ctx) -> dict[int, Any]:
 
     def start() -> list[Any]:
         argv = [
-            str(Path(PYTHON).parent / "celery"),
+            PYTHON,
+            "-m",
+            "celery",
             "-A",
             "bench.peers:celery_app",
             "worker",
@@ -340,7 +341,9 @@ def run_nameko(ctx: Ctx) -> dict[int, Any]:
 
     def start() -> list[Any]:
         argv = [
-            str(Path(PYTHON).parent / "nameko"),
+            PYTHON,
+            "-m",
+            "nameko",
             "run",
             "bench.peers_nameko",
             "--broker",
