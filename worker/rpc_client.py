@@ -21,9 +21,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from csext.schemas.errors import BrokerUnavailable, CallTimeout
 from csext.schemas.rpc import RpcReply
 
+from . import broker, topology
 from . import constants as c
-from . import topology
-from . import broker
 
 
 class RpcClient:
