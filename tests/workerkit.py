@@ -18,6 +18,7 @@ import yaml
 from aio_pika.abc import AbstractIncomingMessage
 
 from csext.worker import constants as c
+from csext.worker import topology
 from csext.worker.app import Worker
 from csext.worker.settings import Settings
 
@@ -119,9 +120,7 @@ async def collect_dead_letters(
     async with connection:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=1000)
-        queue = await channel.declare_queue(
-            c.DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await topology.declare_dead_letter_queue(channel)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             if (message.headers or {}).get(c.HEADER_EXTENSION) == extension or _death_of(

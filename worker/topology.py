@@ -58,15 +58,28 @@ async def declare_control_exchange(channel: AbstractChannel) -> AbstractExchange
     return await channel.declare_exchange(c.CONTROL_EXCHANGE, ExchangeType.FANOUT, durable=True)
 
 
-async def declare_dead_letters(channel: AbstractChannel) -> AbstractExchange:
+DEAD_LETTER_BROWSE_LIMIT = 1_000_000
+"""csext.dead's delivery limit: browsing returns messages (`csext dead list`), which counts as a
+delivery; RabbitMQ 4's default limit (20) would drop dead letters after 20 looks."""
+
+
+async def declare_dead_letter_queue(channel: AbstractChannel) -> AbstractQueue:
+    """csext.dead: quorum (replicated), bound to csext.dlx with `#`."""
     exchange = await channel.declare_exchange(
         c.DEAD_LETTER_EXCHANGE, ExchangeType.TOPIC, durable=True
     )
     queue = await channel.declare_queue(
-        c.DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
+        c.DEAD_LETTER_QUEUE,
+        durable=True,
+        arguments={"x-queue-type": "quorum", "x-delivery-limit": DEAD_LETTER_BROWSE_LIMIT},
     )
     await queue.bind(exchange, "#")
-    return exchange
+    return queue
+
+
+async def declare_dead_letters(channel: AbstractChannel) -> AbstractExchange:
+    await declare_dead_letter_queue(channel)
+    return await channel.get_exchange(c.DEAD_LETTER_EXCHANGE, ensure=False)
 
 
 async def declare_unrouted_queue(channel: AbstractChannel) -> AbstractQueue:

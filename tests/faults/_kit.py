@@ -240,9 +240,7 @@ async def purge_dead_letters(amqp_url: str, token: str) -> int:
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        queue = await channel.declare_queue(
-            c.DEAD_LETTER_QUEUE, durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        queue = await topology.declare_dead_letter_queue(channel)
         for _ in range(queue.declaration_result.message_count or 0):
             message = await queue.get(no_ack=False, fail=False, timeout=5)
             if message is None:
