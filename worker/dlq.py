@@ -47,7 +47,9 @@ def describe(message: AbstractIncomingMessage) -> DeadLetterInfo:
         extension=str(headers.get(c.HEADER_EXTENSION) or _extension_of(queue)),
         reason=str(headers.get(c.HEADER_REASON) or death.get("reason") or "unknown"),
         detail=str(headers.get(c.HEADER_DETAIL) or ""),
-        attempts=int(headers.get(c.HEADER_ATTEMPTS) or death.get("count") or 0),
+        attempts=_int_or_none(headers.get(c.HEADER_ATTEMPTS))
+        or _int_or_none(death.get("count"))
+        or 0,
         exit_code=_int_or_none(headers.get(c.HEADER_EXIT_CODE)),
         stderr_tail=str(headers.get(c.HEADER_STDERR_TAIL) or ""),
         queue=queue,
