@@ -121,7 +121,8 @@ class RetryPolicy(_Model):
 
 class EventBinding(_Model):
     patterns: list[str] = []
-    """AMQP topic patterns on CloudStack routing keys, e.g. `management-server.ResourceStateEvent.#`."""
+    """AMQP topic patterns on CloudStack routing keys,
+    e.g. `management-server.ResourceStateEvent.#`."""
     filters: EventFilters = EventFilters()
     """Field filters (category, type, resource type, states, phase...): the narrowest bindings
     are derived from them and the rest is checked per event (csext.handlers.event)."""

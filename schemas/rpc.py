@@ -37,7 +37,9 @@ class RpcReply(BaseModel):
     """The hook's typed result (hook catalog); null when there is none or on error."""
 
     @classmethod
-    def from_run(cls, run: RunResult, error: RpcError | None = None, result: Any = None) -> RpcReply:
+    def from_run(
+        cls, run: RunResult, error: RpcError | None = None, result: Any = None
+    ) -> RpcReply:
         return cls(
             exit_code=run.exit_code,
             stdout=run.stdout.decode("utf-8", "replace"),

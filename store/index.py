@@ -36,10 +36,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from csext.schemas.errors import CsextError, ManifestError, describe_validation_error
-from csext.schemas.manifest import NAME_PATTERN
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+from csext.schemas.errors import CsextError, ManifestError, describe_validation_error
+from csext.schemas.manifest import NAME_PATTERN
 
 from . import git
 from .bundle import BundleError, check_extension

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+
 from csext.schemas.errors import CsextError
 from csext.schemas.manifest import is_valid_name
 

@@ -79,7 +79,10 @@ class RegistryView:
     def why_unavailable(self, name: str) -> tuple[str, str]:
         """(kind, message) explaining why `name` cannot be called."""
         if name in self.broken:
-            return "invalid-manifest", f"extension {name!r} is disabled: {self.broken[name].message}"
+            return (
+                "invalid-manifest",
+                f"extension {name!r} is disabled: {self.broken[name].message}",
+            )
         ext = self.extensions.get(name)
         if ext is not None and not ext.enabled:
             return "disabled", f"extension {name!r} is disabled (csext enable {name})"
@@ -112,8 +115,10 @@ def resolve_entrypoint(directory: Path, manifest: Manifest) -> Path:
         if not path.is_relative_to(directory.resolve()):
             raise ManifestError(
                 manifest_path,
-                [f"spec.entrypoint: {path_text!r} points outside the extension folder; "
-                 "use a path inside it or an absolute path"],
+                [
+                    f"spec.entrypoint: {path_text!r} points outside the extension folder; "
+                    "use a path inside it or an absolute path"
+                ],
             )
     if not path.is_file():
         raise ManifestError(
@@ -132,8 +137,10 @@ def load_extension(directory: Path, secrets: dict[str, dict[str, str]] | None = 
     if manifest.metadata.name != directory.name:
         raise ManifestError(
             str(manifest_path),
-            [f"metadata.name: {manifest.metadata.name!r} must equal the folder name "
-             f"{directory.name!r}"],
+            [
+                f"metadata.name: {manifest.metadata.name!r} must equal the folder name "
+                f"{directory.name!r}"
+            ],
         )
     entrypoint = resolve_entrypoint(directory, manifest)
     if manifest.spec.enabled:
@@ -149,8 +156,10 @@ def _secret_values(manifest: Manifest, available: dict[str, str]) -> dict[str, s
     if missing:
         raise ManifestError(
             manifest.metadata.name,
-            [f"spec.secrets: no value for {', '.join(missing)}; add them to the secrets file "
-             f"under {manifest.metadata.name}:"],
+            [
+                f"spec.secrets: no value for {', '.join(missing)}; add them to the secrets file "
+                f"under {manifest.metadata.name}:"
+            ],
         )
     return {name: available[name] for name in manifest.spec.secrets}
 

@@ -22,6 +22,7 @@ import stat
 from pathlib import Path
 
 import yaml
+
 from csext.schemas.errors import ConfigError
 from csext.schemas.manifest import SECRET_NAME_PATTERN, is_valid_name
 

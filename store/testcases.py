@@ -8,9 +8,10 @@ from typing import Any
 
 import orjson
 import yaml
+from pydantic import ValidationError
+
 from csext.schemas.errors import ManifestError, describe_validation_error
 from csext.schemas.testcase import TestCase
-from pydantic import ValidationError
 
 TESTS_DIR = "tests"
 CASE_SUFFIXES = (".yaml", ".yml")

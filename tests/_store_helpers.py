@@ -119,7 +119,8 @@ def cli_env(tmp_path: Path, registry: Path, amqp_url: str = UNREACHABLE_AMQP) ->
 
 def csext(env: dict[str, str], *args: str) -> Any:
     """Run the real `csext` app in-process (typer's CliRunner); returns the result."""
-    from csext.worker.cli import app
     from typer.testing import CliRunner
+
+    from csext.worker.cli import app
 
     return CliRunner().invoke(app, list(args), env=env)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from _store_helpers import cli_env, csext, git, git_status, make_registry, write_extension
+
 from csext.schemas.errors import CsextError, ManifestError
 from csext.store.bundle import (
     BundleError,

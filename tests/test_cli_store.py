@@ -13,9 +13,10 @@ from pathlib import Path
 import aio_pika
 import pytest
 import yaml
+from typer.testing import CliRunner
+
 from csext.worker.cli import app
 from csext.worker.constants import CONTROL_EXCHANGE
-from typer.testing import CliRunner
 
 BROKER_DOWN = "amqp://guest:guest@127.0.0.1:1/"
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from csext.worker.coprocess import (
     CoprocessLimits,
     CoprocessPool,

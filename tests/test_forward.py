@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from csext.worker import fastamqp, forward
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp import body as pamqp_body
 from pamqp import commands, frame, header
 from workerkit import running_worker, settings_for, write_extension
+
+from csext.worker import fastamqp, forward
 
 CSEXT = [sys.executable, "-m", "csext.worker"]
 

@@ -16,6 +16,7 @@ from _store_helpers import (
     make_repo,
     write_extension,
 )
+
 from csext.store.index import (
     INDEX_FILE,
     IndexError_,

@@ -20,6 +20,7 @@ from _store_helpers import (
     make_repo,
     write_extension,
 )
+
 from csext.schemas.errors import CsextError
 from csext.store.install import (
     InstallError,

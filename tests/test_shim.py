@@ -15,10 +15,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from csext.worker import cli_forward
-from csext.worker.cli import app
 from typer.testing import CliRunner
 from workerkit import running_worker, settings_for, write_extension
+
+from csext.worker import cli_forward
+from csext.worker.cli import app
 
 HARNESS = Path(__file__).parent / "data" / "kvm_agent_harness.groovy"
 DOMAIN = (

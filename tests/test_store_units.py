@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
 from csext.schemas.errors import ConfigError
 from csext.schemas.versions import VersionRange, parse_version, version_in_range
 from csext.store import git, secrets
 from csext.store.files import content_problems, update_spec
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 @pytest.mark.parametrize(

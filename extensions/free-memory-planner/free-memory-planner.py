@@ -42,7 +42,9 @@ def order(request: dict[str, Any]) -> list[int]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
-        print(json.dumps({"error": "usage: free-memory-planner.py <action> <payload-file> [timeout]"}))
+        print(
+            json.dumps({"error": "usage: free-memory-planner.py <action> <payload-file> [timeout]"})
+        )
         return 2
     with open(argv[2], encoding="utf-8") as handle:
         request = json.load(handle)

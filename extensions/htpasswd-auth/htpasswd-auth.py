@@ -48,7 +48,7 @@ def verify(password: str, stored: str) -> bool:
         return hmac.compare_digest(mine, _unb64(digest))
     if stored.startswith("{SHA256}"):
         mine = base64.b64encode(hashlib.sha256(password.encode()).digest()).decode()
-        return hmac.compare_digest(mine, stored[len("{SHA256}"):])
+        return hmac.compare_digest(mine, stored[len("{SHA256}") :])
     return False  # unknown scheme: never a match
 
 
@@ -69,17 +69,32 @@ def main(argv: list[str]) -> int:
         print(make_hash(argv[2]))
         return 0
     if len(argv) < 3 or argv[1] != "authenticate":
-        print(json.dumps({"authenticated": False, "error": "usage: htpasswd-auth.py authenticate <payload-file> [timeout]"}))
+        print(
+            json.dumps(
+                {
+                    "authenticated": False,
+                    "error": "usage: htpasswd-auth.py authenticate <payload-file> [timeout]",
+                }
+            )
+        )
         return 2
     with open(argv[2], encoding="utf-8") as handle:
         request = json.load(handle)
     path = Path(os.environ.get("HTPASSWD_FILE", "users.htpasswd"))
     stored = lookup(path, request["username"], request.get("domain"))
     if stored is None:
-        print(json.dumps({"authenticated": False, "count_failed_attempt": False, "message": "unknown user"}))
+        print(
+            json.dumps(
+                {"authenticated": False, "count_failed_attempt": False, "message": "unknown user"}
+            )
+        )
         return 1
     if not verify(request["password"], stored):
-        print(json.dumps({"authenticated": False, "count_failed_attempt": True, "message": "wrong password"}))
+        print(
+            json.dumps(
+                {"authenticated": False, "count_failed_attempt": True, "message": "wrong password"}
+            )
+        )
         return 1
     print(json.dumps({"authenticated": True}))
     return 0

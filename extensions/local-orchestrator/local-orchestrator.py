@@ -12,8 +12,8 @@ import fcntl
 import json
 import os
 import sys
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 STATE_FILE = os.environ.get("STATE_FILE", "/tmp/csext-local-orchestrator.json")

@@ -19,6 +19,11 @@ from typing import Any
 RECORD_FILE = os.environ.get("RECORD_FILE", "/tmp/csext-netns-recorder.jsonl")
 
 
+def prefix_length(payload: dict) -> str:
+    """`10.1.1.0/24` → `24` (CloudStack sends the network's CIDR)."""
+    return str(payload.get("cidr", "/0")).split("/")[-1]
+
+
 def decoded(value: Any) -> Any:
     """fw_rules, acl_rules, vm_data, restore_data: nested JSON or base64 JSON."""
     if isinstance(value, str) and value.strip():
@@ -32,9 +37,12 @@ def plan(command: str, envelope: dict[str, Any]) -> list[str]:
     ns = f"cs-net-{p.get('network_id') or envelope.get('network_id') or 'x'}"
     vlan = str(p.get("vlan") or "")
     if command == "implement-network":
-        return [f"ip netns add {ns}", f"ip link add link eth0 name vlan{vlan} type vlan id {vlan}",
-                f"ip link set vlan{vlan} netns {ns}",
-                f"ip -n {ns} addr add {p.get('gateway')}/{str(p.get('cidr', '/0')).split('/')[-1]} dev vlan{vlan}"]
+        return [
+            f"ip netns add {ns}",
+            f"ip link add link eth0 name vlan{vlan} type vlan id {vlan}",
+            f"ip link set vlan{vlan} netns {ns}",
+            f"ip -n {ns} addr add {p.get('gateway')}/{prefix_length(p)} dev vlan{vlan}",
+        ]
     if command in ("shutdown-network", "destroy-network"):
         return [f"ip netns delete {ns}"]
     if command == "assign-ip":
@@ -42,10 +50,16 @@ def plan(command: str, envelope: dict[str, Any]) -> list[str]:
     if command == "release-ip":
         return [f"ip -n {ns} addr del {p.get('public_ip')} dev pub{p.get('public_vlan')}"]
     if command == "add-static-nat":
-        return [f"ip netns exec {ns} iptables -t nat -A PREROUTING -d {p.get('public_ip')} -j DNAT --to {p.get('private_ip')}"]
+        return [
+            f"ip netns exec {ns} iptables -t nat -A PREROUTING -d {p.get('public_ip')} "
+            f"-j DNAT --to {p.get('private_ip')}"
+        ]
     if command == "apply-fw-rules":
-        return [f"ip netns exec {ns} iptables -A FORWARD -p {r.get('protocol', 'all')} -s {r.get('cidr', r.get('source_cidr', '0.0.0.0/0'))} -j ACCEPT"
-                for r in decoded(p.get("fw_rules"))]
+        return [
+            f"ip netns exec {ns} iptables -A FORWARD -p {r.get('protocol', 'all')} "
+            f"-s {r.get('cidr', r.get('source_cidr', '0.0.0.0/0'))} -j ACCEPT"
+            for r in decoded(p.get("fw_rules"))
+        ]
     if command == "add-dhcp-entry":
         return [f"echo '{p.get('mac')},{p.get('ip')}' >> /var/lib/cs-dhcp/{ns}.hosts"]
     return [f"# {command}: nothing to do in a namespace"]
@@ -54,8 +68,11 @@ def plan(command: str, envelope: dict[str, Any]) -> list[str]:
 def answer(command: str, envelope: dict[str, Any]) -> dict[str, Any]:
     p = envelope.get("payload") or {}
     if command == "ensure-network-device":
-        return {"device": "netns-recorder", "namespace_prefix": "cs-net-",
-                "previous": bool(p.get("current_details"))}
+        return {
+            "device": "netns-recorder",
+            "namespace_prefix": "cs-net-",
+            "previous": bool(p.get("current_details")),
+        }
     if command == "implement-network":
         return {"status": "success", "network.broadcast_uri": f"vlan://{p.get('vlan')}"}
     if command == "custom-action":
@@ -65,7 +82,14 @@ def answer(command: str, envelope: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     if len(argv) < 3:
-        print(json.dumps({"status": "error", "error": "usage: netns-recorder.py <command> <payload-file> [timeout]"}))
+        print(
+            json.dumps(
+                {
+                    "status": "error",
+                    "error": "usage: netns-recorder.py <command> <payload-file> [timeout]",
+                }
+            )
+        )
         return 1
     command = argv[1]
     with open(argv[2], encoding="utf-8") as handle:
