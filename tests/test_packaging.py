@@ -264,3 +264,18 @@ def test_ensure_rabbitmq_refuses_to_set_up_a_remote_broker(closed_port: int) -> 
     assert result.returncode == 1
     assert f"nothing answers AMQP on 0.0.0.0:{closed_port}" in result.stderr
     assert "installing" not in result.stdout and "starting" not in result.stdout
+
+
+def test_every_code_package_is_installed():
+    """A package missing from pyproject's list works in the editable install (tests, make run)
+    but is absent from the wheel the Dockerfile installs."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapping = config["package-dir"]
+    on_disk = set()
+    for package, folder in mapping.items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            on_disk.add(".".join((package, *relative)))
+    assert on_disk == set(config["packages"])
