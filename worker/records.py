@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import aio_pika
 import orjson
 from aio_pika.abc import AbstractExchange
 from aiormq import spec
@@ -102,6 +103,8 @@ async def publish_raw(
     this does what `Exchange.publish` does with properties built once. Not mandatory, no
     confirms awaited beyond what the channel does.
     """
+    if not isinstance(exchange, aio_pika.Exchange):
+        raise TypeError(f"publish_raw needs an aio_pika.Exchange, got {type(exchange).__name__}")
     channel = exchange.channel
     if channel.is_closed:
         raise ChannelInvalidStateError(f"{channel!r} closed")

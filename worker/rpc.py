@@ -118,8 +118,11 @@ class RpcDelivery:
         except Exception:
             log.exception("RPC path crashed", extra={"extension": ext.name})
             reply = RpcReply.failure("internal", "the worker failed to run the call; see its log")
-        if reply is not None:
-            await self.reply(message, reply)
+        if reply is not None and not await self.reply(message, reply):
+            # The reply was lost (connection being restored): hand the call back, so it runs
+            # again while the caller still waits, or is dropped unrun once its deadline passed.
+            await _settle(message.nack(requeue=True))
+            return
         await _settle(message.ack())
 
     async def _call(
@@ -167,8 +170,9 @@ class RpcDelivery:
             delay = min(policy.backoff.max, delay * policy.backoff.multiplier)
             attempt += 1
 
-    async def reply(self, message: AbstractIncomingMessage, reply: RpcReply | bytes) -> None:
-        """Publish `reply` (a model, or its JSON) to the caller's reply_to; never raises."""
+    async def reply(self, message: AbstractIncomingMessage, reply: RpcReply | bytes) -> bool:
+        """Publish `reply` (a model, or its JSON) to the caller's reply_to; False if that failed
+        (never raises)."""
         body = reply if isinstance(reply, bytes) else orjson.dumps(reply.model_dump(mode="json"))
         properties = spec.Basic.Properties(
             correlation_id=message.correlation_id,
@@ -181,6 +185,8 @@ class RpcDelivery:
             )
         except Exception:
             log.warning("could not publish a reply to %s", message.reply_to, exc_info=True)
+            return False
+        return True
 
     async def _no_reply_to(self, extension: str, message: AbstractIncomingMessage) -> None:
         log.warning("RPC call without reply_to dead-lettered", extra={"extension": extension})
