@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import core
 from .core import CSEXT, Ctx, Row, Section
@@ -28,15 +29,63 @@ def start_and_measure(ctx: Ctx, registry: Path, log: Path) -> tuple[float, int, 
     offset = log.stat().st_size if log.exists() else 0
     started = time.perf_counter()
     proc = core.start_worker(ctx, registry, log=log)
-    core.wait_log(log, "worker started", proc=proc, offset=offset, timeout=300)
+    try:
+        core.wait_log(log, "worker started", proc=proc, offset=offset, timeout=300)
+    except BaseException:
+        core.stop(proc, timeout=10)
+        raise
     elapsed = time.perf_counter() - started
     time.sleep(0.5)
     return elapsed, core.rss_kb(proc.pid), proc
 
 
+def too_many_for_the_broker(ctx: Ctx, count: int) -> str | None:
+    """Why `count` extensions cannot be declared on this broker, if they cannot.
+
+    Every extension has a quorum queue, and RabbitMQ keeps files open per quorum queue: past
+    its open-file limit it stops answering (it does not refuse), which would wedge the rest
+    of the run. The broker runs on this machine, so its limit is read from /proc (the
+    RabbitMQ docs ask for at least 65,536 in production).
+    """
+    limit = broker_open_files(urlsplit(ctx.amqp_url).port or 5672)
+    need = 2 * count + 300
+    if limit is not None and limit < need:
+        return (
+            f"the broker's open-file limit is {limit} and {count} quorum queues need about "
+            f"{need}; RabbitMQ stops answering past it (raise its LimitNOFILE, e.g. to 65536)"
+        )
+    return None
+
+
+def broker_open_files(port: int) -> int | None:
+    """The soft open-file limit of the local RabbitMQ listening on `port`, if found."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"beam.smp" not in (entry / "cmdline").read_bytes():
+                continue
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            limits = (entry / "limits").read_text()
+        except OSError:
+            continue
+        ports = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RABBITMQ_NODE_PORT=")]
+        if int(ports[0] if ports else 5672) != port:
+            continue
+        for line in limits.splitlines():
+            if line.startswith("Max open files"):
+                value = line.split()[3]
+                return int(value) if value.isdigit() else None
+    return None
+
+
 async def b7_scale(ctx: Ctx, section: Section) -> None:
     sizes = (1, 3, 5) if ctx.smoke else (1, 100, 1000)
     for count in sizes:
+        reason = too_many_for_the_broker(ctx, count)
+        if reason:
+            section.skip(f"{count} enabled extensions", reason)
+            continue
         registry, names = write_registry(ctx, count)
         log = ctx.tmp / f"scale-{count}.log"
         try:
