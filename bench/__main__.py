@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from . import core, events, rpc, scale
 from .core import Ctx, Row, Section, Stat
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="csext-bench-") as tmp:
         try:
             sections, ctx, seconds = asyncio.run(run(args, Path(tmp)))
-            facts = core.machine_facts(asyncio.run(server_version(ctx)))
+            port = urlsplit(ctx.amqp_url).port or 5672
+            facts = core.machine_facts(
+                asyncio.run(server_version(ctx)), ctx.amqp_url, scale.broker_open_files(port)
+            )
         except BaseException:
             for log in sorted(Path(tmp).glob("*.log")):
                 tail = log.read_text(errors="replace")[-1500:]

@@ -23,7 +23,7 @@ import yaml
 
 from csext.worker import constants as c
 from csext.worker import topology
-from csext.worker.settings import Settings
+from csext.worker.settings import Settings, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -448,7 +448,9 @@ def has(module: str) -> bool:
 # --- machine facts ------------------------------------------------------------------------
 
 
-def machine_facts(server_version: str) -> dict[str, str]:
+def machine_facts(
+    server_version: str, amqp_url: str = "", open_files: int | None = None
+) -> dict[str, str]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -464,7 +466,8 @@ def machine_facts(server_version: str) -> dict[str, str]:
         "memory": mem,
         "kernel": platform.release(),
         "Python": platform.python_version(),
-        "RabbitMQ": f"{server_version} on 127.0.0.1 (loopback)",
+        "RabbitMQ": f"{server_version} at {redact_url(amqp_url)}"
+        + (f", open-file limit {open_files}" if open_files else ""),
         "packages": ", ".join(f"{p} {v}" for p, v in package_versions().items()),
     }
 
