@@ -33,7 +33,7 @@ NOOP_SH = "#!/bin/sh\nexit 0\n"
 NOOP_PY_COPROCESS = """#!{python}
 import sys
 sys.path.insert(0, {sdk_dir!r})
-from coprocess import serve
+from coprocess_sdk import serve
 
 def handle(action, payload):
     return None
@@ -344,7 +344,7 @@ def write_extension(
 
 
 def coprocess_script(template: str = NOOP_PY_COPROCESS) -> str:
-    return template.format(python=PYTHON, sdk_dir=str(ROOT / "worker" / "sdk"))
+    return template.format(python=PYTHON, sdk_dir=str(ROOT / "store"))
 
 
 def worker_env(ctx: Ctx, registry: Path, **extra: str) -> dict[str, str]:

@@ -260,7 +260,7 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
         )
     section.notes.append(
         f"{raw_count} events per raw sample, {count} per csext/Celery sample. The coprocess is "
-        "a Python `handle` returning None on the stdlib helper (worker/sdk/coprocess.py). "
+        "a Python `handle` returning None on the stdlib helper (store/coprocess_sdk.py). "
         "Celery runs its own default: a classic queue, acks before the task, prefetch 4 x 2."
     )
 

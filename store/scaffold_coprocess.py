@@ -9,10 +9,9 @@ cases pass in either runtime (docs/coprocess.md).
 - bash: the `case` lives in a `handle` function (`return`, never `exit`, no `set -e`: it runs
   inside the long-lived shell), followed by the protocol loop of csext's bash template.
 
-store/ does not import worker/, so the helper and the bash protocol part are kept here as
-copies: `coprocess_sdk.py` is worker/sdk/coprocess.py byte for byte, and `BASH_PROTOCOL` is
-worker/templates/coprocess/bash/main.sh from `# ---- protocol` on (tests/test_store_scaffold.py
-checks both).
+One source each: the helper is `coprocess_sdk.py` (also importable as
+`csext.worker.sdk.coprocess`), and the bash protocol loop is the one of the starter template
+`templates/coprocess/bash/main.sh`.
 """
 
 from __future__ import annotations
@@ -27,8 +26,11 @@ SDK_NAME = "csext_coprocess.py"
 """The helper's file name next to a Python entry point."""
 
 
+_TEMPLATES = resources.files("csext.store").joinpath("templates", "coprocess")
+
+
 def sdk_text() -> str:
-    """The coprocess helper (worker/sdk/coprocess.py), as copied into Python scaffolds."""
+    """The coprocess helper, as copied into Python scaffolds."""
     return resources.files("csext.store").joinpath("coprocess_sdk.py").read_text("utf-8")
 
 
@@ -55,58 +57,20 @@ handle() {{
     case "${{action,,}}" in
 """
 
-BASH_PROTOCOL = r"""
-# ---- protocol (no need to edit below) ---------------------------------------------------
 
-if [[ ${1-} != --coprocess ]]; then # exec runtime: run once
-    handle "$1" "$(<"$2")"
-    exit
-fi
-
-# JSON-escape $1 into REPLY, without forking.
-_json_escape() {
-    local s=$1
-    s=${s//\\/\\\\}
-    s=${s//\"/\\\"}
-    s=${s//$'\n'/\\n}
-    s=${s//$'\r'/\\r}
-    s=${s//$'\t'/\\t}
-    s=${s//[$'\x01'-$'\x08'$'\x0b'$'\x0c'$'\x0e'-$'\x1f']/} # other control bytes: dropped
-    REPLY=$s
-}
-
-# fd 4 reads requests, fd 3 writes responses; commands get /dev/null as stdin and anything
-# written to the real stdout outside handle() ends up on stderr, not in the protocol.
-exec 4<&0 3>&1 0</dev/null 1>&2
-_dir=$(mktemp -d "${TMPDIR:-/tmp}/csext-coprocess.XXXXXX") || exit 1
-trap 'rm -rf -- "$_dir"' EXIT
-_re='^\{"id":"([^"]*)","action":"(([^"\\]|\\.)*)"'
-while IFS= read -r _line <&4; do
-    if ! [[ $_line =~ $_re ]]; then
-        printf 'bad request line: %.100s\n' "$_line" >&2
-        exit 2
-    fi
-    _id=${BASH_REMATCH[1]}
-    _action=${BASH_REMATCH[2]}
-    _payload=${_line#*,\"payload\":} # "payload" is always the last field
-    _payload=${_payload%\}}
-    handle "$_action" "$_payload" >"$_dir/out" 2>"$_dir/err"
-    _code=$?
-    IFS= read -r -d '' _out <"$_dir/out"
-    IFS= read -r -d '' _err <"$_dir/err"
-    _json_escape "$_out"
-    _out=$REPLY
-    _json_escape "$_err"
-    printf '{"id":"%s","exit_code":%d,"stdout":"%s","stderr":"%s"}\n' \
-        "$_id" "$_code" "$_out" "$REPLY" >&3
-done
-""".removeprefix("\n")
+def bash_protocol() -> str:
+    """The protocol loop of the bash coprocess template, from `# ---- protocol` on."""
+    template = _TEMPLATES.joinpath("bash", "main.sh").read_text("utf-8")
+    return template[template.index("# ---- protocol") :]
 
 
 def render_bash(name: str, hook: HookType, template: HookTemplate, branches: str) -> str:
     """`branches`: the exec scaffold's case branches, indented for the function body."""
     return (
-        _BASH_HEAD.format(name=name, hook=hook.value) + branches + "    esac\n}\n\n" + BASH_PROTOCOL
+        _BASH_HEAD.format(name=name, hook=hook.value)
+        + branches
+        + "    esac\n}\n\n"
+        + bash_protocol()
     )
 
 

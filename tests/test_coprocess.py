@@ -28,8 +28,8 @@ from csext.worker.runner import RunRequest
 from csext.worker.settings import DEFAULT_PATH
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATES = REPO / "worker" / "templates" / "coprocess"
-SDK = REPO / "worker" / "sdk" / "coprocess.py"
+TEMPLATES = REPO / "store" / "templates" / "coprocess"
+SDK = REPO / "store" / "coprocess_sdk.py"
 
 BASE_ENV = {
     "PATH": DEFAULT_PATH,

@@ -62,15 +62,23 @@ def test_unknown_action_fails_in_both_languages(tmp_path: Path, runtime: Runtime
         assert not result.passed
 
 
-def test_coprocess_scaffold_copies_match_the_worker_originals(tmp_path: Path) -> None:
-    """store/ keeps copies (it must not import worker/): they must not drift."""
-    sdk = (ROOT / "worker" / "sdk" / "coprocess.py").read_text()
-    assert scaffold_coprocess.sdk_text() == sdk
-    template = (ROOT / "worker" / "templates" / "coprocess" / "bash" / "main.sh").read_text()
-    assert template[template.index("# ---- protocol") :] == scaffold_coprocess.BASH_PROTOCOL
+def test_coprocess_scaffold_writes_the_helper_and_the_template_protocol(tmp_path: Path) -> None:
+    """One source each: the helper module and the bash template's protocol loop."""
+    from csext.worker.sdk import coprocess as sdk
+
+    assert sdk.serve.__module__ == "csext.store.coprocess_sdk"
+    template = (ROOT / "store" / "templates" / "coprocess" / "bash" / "main.sh").read_text()
+    assert template[template.index("# ---- protocol") :] == scaffold_coprocess.bash_protocol()
     store = ops.Store(tmp_path / "reg", tmp_path / "secrets.yaml")
     scaffold.new(store, "warm", HookType.EVENT, scaffold.Language.PYTHON, Runtime.COPROCESS)
-    assert (store.root / "warm" / scaffold_coprocess.SDK_NAME).read_text() == sdk
+    written = (store.root / "warm" / scaffold_coprocess.SDK_NAME).read_text()
+    assert written == (ROOT / "store" / "coprocess_sdk.py").read_text()
+    scaffold.new(store, "warmsh", HookType.EVENT, scaffold.Language.BASH, Runtime.COPROCESS)
+    assert (
+        (store.root / "warmsh" / "warmsh.sh")
+        .read_text()
+        .endswith(scaffold_coprocess.bash_protocol())
+    )
 
 
 @pytest.mark.broker
