@@ -152,10 +152,8 @@ async def delete_extension_queues(amqp_url: str, *names: str) -> None:
                     await channel.queue_delete(queue)
 
 
-def start_worker_process(
-    settings: Settings, *, processes: int = 1, log: Path | None = None
-) -> subprocess.Popen[bytes]:
-    """A real `csext worker` process; its log goes to `log` (default: run_dir/../worker.log)."""
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a real worker process run with `settings` (nothing else CSEXT_*)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
     env.update(
         {
@@ -168,11 +166,19 @@ def start_worker_process(
             "CSEXT_LOG_JSON": "true",
         }
     )
+    env.update(extra)
+    return env
+
+
+def start_worker_process(
+    settings: Settings, *, processes: int = 1, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A real `csext worker` process; its log goes to `log` (default: run_dir/../worker.log)."""
     log = log or settings.run_dir.parent / "worker.log"
     with open(log, "ab") as sink:
         return subprocess.Popen(
             [sys.executable, "-m", "csext.worker", "worker", "--processes", str(processes)],
-            env=env,
+            env=worker_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )

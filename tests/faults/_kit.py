@@ -14,7 +14,7 @@ from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from workerkit import queue_consumers
+from workerkit import queue_consumers, worker_env
 
 from csext.worker import constants as c
 from csext.worker import topology
@@ -30,23 +30,6 @@ def cgroups_available() -> tuple[bool, str]:
     if layer is not None:
         os.close(layer._home)
     return layer is not None, reason
-
-
-def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
-    env.update(
-        {
-            "CSEXT_AMQP_URL": settings.amqp_url,
-            "CSEXT_REGISTRY": str(settings.registry),
-            "CSEXT_CLOUDSTACK_EXCHANGE": settings.cloudstack_exchange,
-            "CSEXT_RUN_DIR": str(settings.run_dir),
-            "CSEXT_SHUTDOWN_GRACE": str(settings.shutdown_grace),
-            "CSEXT_KILL_GRACE": str(settings.kill_grace),
-            "CSEXT_LOG_JSON": "true",
-        }
-    )
-    env.update(extra)
-    return env
 
 
 def start_worker(
