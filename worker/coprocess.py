@@ -44,7 +44,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -74,6 +74,10 @@ RSS_CHECK_INTERVAL: Final = 1.0
 EXIT_GRACE: Final = 0.5
 """Seconds after the process exits for the rest of its stdout to arrive."""
 GROUP_GONE_TIMEOUT: Final = 2.0
+
+
+ForkGate = Callable[[], Awaitable[None]]
+"""Awaited before a fork; returns when forking now lands the child where it belongs."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,6 +259,7 @@ class CoprocessPool:
         cwd: Path,
         concurrency: int,
         limits: CoprocessLimits,
+        fork_gate: ForkGate | None = None,
     ) -> None:
         self.name = name
         self.entrypoint = entrypoint
@@ -263,6 +268,7 @@ class CoprocessPool:
         self.cwd = cwd
         self.concurrency = concurrency
         self._limits = limits
+        self._fork_gate = fork_gate
         self._slots = asyncio.Semaphore(concurrency)
         self._idle: list[_Coprocess] = []
         self._live: dict[int, _Coprocess] = {}
@@ -354,6 +360,8 @@ class CoprocessPool:
         if not self.entrypoint.is_absolute():
             raise ValueError(f"entrypoint {self.entrypoint} is not an absolute path")
         loop = asyncio.get_running_loop()
+        if self._fork_gate is not None:
+            await self._fork_gate()  # no await between this and the fork below
         transport, channel = await loop.subprocess_exec(
             lambda: _Channel(self._limits.line_limit),
             str(self.entrypoint),
@@ -531,8 +539,11 @@ class CoprocessPool:
 class CoprocessRuntime:
     """A pool per extension name; a changed extension gets a fresh pool."""
 
-    def __init__(self, limits: CoprocessLimits) -> None:
+    def __init__(self, limits: CoprocessLimits, fork_gate: ForkGate | None = None) -> None:
+        """`fork_gate`: awaited right before each spawn; the exec runtime's, so a coprocess is
+        never born inside an exec run's cgroup (see ExecRunner.fork_gate)."""
         self._limits = limits
+        self._fork_gate = fork_gate
         self._pools: dict[str, CoprocessPool] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
@@ -560,6 +571,7 @@ class CoprocessRuntime:
                 cwd=request.cwd,
                 concurrency=concurrency,
                 limits=self._limits,
+                fork_gate=self._fork_gate,
             )
             self._pools[name] = pool
         return await pool.run(request)

@@ -173,6 +173,10 @@ class ExecRunner:
         self._running = 0
         self._groups: dict[int, tuple[asyncio.SubprocessTransport, RunCgroup | None]] = {}
         self._killing = False
+        self._windows = 0
+        """Spawns in progress with the worker inside a run's cgroup (see fork_gate)."""
+        self._windows_closed = asyncio.Event()
+        self._windows_closed.set()
         pid = os.getpid()
         self._dir_prefix = f"{RUN_DIR_PREFIX}{pid}-{_start_token(pid) or '0'}-"
         _prepare_run_dir(run_dir)
@@ -324,12 +328,28 @@ class ExecRunner:
         if group is None or self.cgroups is None:
             return await self._exec(request, payload)
         # The fork inside subprocess_exec happens before its first suspension point, so the
-        # child is born in `group`; the worker goes home as soon as the spawn returns.
+        # child is born in `group`; the worker goes home as soon as the spawn returns. Until
+        # then other forks must wait (fork_gate), or they would be born in this run's cgroup.
+        self._windows += 1
+        self._windows_closed.clear()
         self.cgroups.enter(group)
         try:
             return await self._exec(request, payload)
         finally:
             self.cgroups.leave()
+            self._windows -= 1
+            if not self._windows:
+                self._windows_closed.set()
+
+    async def fork_gate(self) -> None:
+        """Return when the worker is in its own cgroup; fork with no await after this.
+
+        With per-run cgroups the worker briefly moves into a run's cgroup around each spawn
+        (cgroups.py); anything else it forks then (a warm coprocess) would be born there and be
+        killed with that run. Other spawners await this first.
+        """
+        while self._windows:
+            await self._windows_closed.wait()
 
     async def _exec(
         self, request: RunRequest, payload: Path

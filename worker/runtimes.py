@@ -20,7 +20,8 @@ class Runtimes:
                 kill_grace=settings.kill_grace,
                 max_requests=settings.coprocess_max_requests,
                 max_rss_mb=settings.coprocess_max_rss_mb,
-            )
+            ),
+            fork_gate=runner.fork_gate,
         )
 
     async def run(self, extension: Extension, request: RunRequest) -> RunResult:

@@ -1,0 +1,76 @@
+"""With per-run cgroups, a warm coprocess must never be born inside an exec run's cgroup."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from csext.worker.coprocess import CoprocessLimits, CoprocessRuntime
+from csext.worker.runner import ExecRunner, RunRequest, install_child_watcher
+
+COPROCESS = """#!/usr/bin/env python3
+import json, sys
+born_in = open("/proc/self/cgroup").read().strip().splitlines()[-1].split(":", 2)[2]
+for line in sys.stdin:
+    request = json.loads(line)
+    sys.stdout.write(json.dumps({"id": request["id"], "exit_code": 0, "stdout": born_in}) + "\\n")
+    sys.stdout.flush()
+"""
+
+
+def cgroup_of(pid: int) -> str:
+    return Path(f"/proc/{pid}/cgroup").read_text().strip().splitlines()[-1].split(":", 2)[2]
+
+
+async def test_coprocesses_spawned_during_exec_runs_are_born_outside_them(tmp_path: Path):
+    install_child_watcher()
+    runner = ExecRunner(run_dir=tmp_path / "runs", output_cap=65536, kill_grace=0.5, cgroups="auto")
+    if runner.cgroups is None:
+        pytest.skip(f"per-run cgroups unavailable here: {runner.cgroups_reason}")
+    entry = tmp_path / "co.py"
+    entry.write_text(
+        COPROCESS.replace("/usr/bin/env python3", os.path.realpath("/usr/bin/python3"))
+    )
+    entry.chmod(0o755)
+    runtime = CoprocessRuntime(
+        CoprocessLimits(output_cap=65536, kill_grace=0.5, max_requests=1),
+        fork_gate=runner.fork_gate,
+    )
+    exec_request = RunRequest(
+        entrypoint=Path("/bin/true"),
+        action="a",
+        payload=b"{}",
+        timeout=10,
+        env={"PATH": "/bin"},
+        cwd=tmp_path,
+    )
+    co_request = RunRequest(
+        entrypoint=entry,
+        action="a",
+        payload=b"{}",
+        timeout=10,
+        env={"PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+    )
+    home = cgroup_of(os.getpid())
+    born_in: list[str] = []
+
+    async def coprocess_calls() -> None:
+        for _ in range(40):  # max_requests=1: every call starts a new coprocess
+            result = await runtime.run("co", co_request, concurrency=1)
+            assert result.exit_code == 0, result
+            born_in.append(result.stdout.decode())
+
+    async def exec_runs() -> None:
+        for _ in range(200):
+            assert (await runner.run(exec_request)).exit_code == 0
+
+    try:
+        await asyncio.gather(coprocess_calls(), exec_runs(), exec_runs())
+    finally:
+        await runtime.aclose()
+    assert born_in, "no coprocess observed"
+    assert all(group == home for group in born_in), set(born_in) - {home}
