@@ -10,8 +10,9 @@ How a child lands in its cgroup without slowing the spawn: a `preexec_fn` would 
 `fork()` instead of `vfork()` (measured: +5 ms per run for an 80 MB worker). Instead the worker
 moves *itself* into the run's cgroup just before the (synchronous) fork inside
 `loop.subprocess_exec`, and back home right after; the child is born inside (~0.1-0.2 ms per run).
-Anything else the worker forks in that instant lands there too and dies with the run, which
-is harmless (the worker forks nothing else on its event loop).
+Anything else the worker forked in that window would land there too and die with the run, so
+other spawners (the coprocess runtime) first await `ExecRunner.fork_gate`, which returns only
+while no such window is open.
 
 Auto-detected (`run_cgroups: auto`): on when a writable cgroup v2 hierarchy with `cgroup.kill`
 holds the worker's cgroup and a probe move in and out succeeds (root, or a delegated subtree:
