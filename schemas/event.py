@@ -47,18 +47,24 @@ class CloudStackEvent(BaseModel):
 
     @classmethod
     def from_delivery(cls, routing_key: str, body: dict[str, Any]) -> CloudStackEvent:
-        parts: list[str | None] = [None if p == "*" else p for p in routing_key.split(".")]
-        if len(parts) != 5:
-            parts = [None] * 5
-        return cls(
-            routing_key=routing_key,
-            source=parts[0],
-            category=parts[1],
-            type=parts[2],
-            resource_type=parts[3],
-            resource_uuid=parts[4],
-            body=body,
-        )
+        return cls(**event_fields(routing_key, body))
+
+
+def event_fields(routing_key: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `CloudStackEvent` as a plain dict (the event hot path skips the model):
+    routing-key parts, `*` read back as None, all None when the key has not 5 parts."""
+    parts: list[str | None] = [None if p == "*" else p for p in routing_key.split(".")]
+    if len(parts) != 5:
+        parts = [None] * 5
+    return {
+        "routing_key": routing_key,
+        "source": parts[0],
+        "category": parts[1],
+        "type": parts[2],
+        "resource_type": parts[3],
+        "resource_uuid": parts[4],
+        "body": body,
+    }
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:

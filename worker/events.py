@@ -28,7 +28,7 @@ from tenacity import (
 
 from csext.handlers.event import accepts
 from csext.schemas.errors import DeadLetter, RetryableRun
-from csext.schemas.event import topic_matches
+from csext.schemas.event import event_fields, topic_matches
 from csext.schemas.manifest import RetryPolicy
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension
@@ -66,30 +66,15 @@ def cloudstack_routing_key(message: AbstractIncomingMessage) -> str:
 
 
 def parse_event(message: AbstractIncomingMessage) -> dict[str, Any]:
-    """The event payload: `CloudStackEvent.from_delivery(...).model_dump()`, built directly.
-
-    A plain dict: the model only split the routing key, and validating then dumping it for
-    every event cost more than the split.
-    """
+    """The event payload, `CloudStackEvent`'s fields as a plain dict (validating the model then
+    dumping it for every event cost more than the split)."""
     try:
         body = orjson.loads(message.body)
     except orjson.JSONDecodeError as exc:
         raise DeadLetter("invalid-body", f"body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise DeadLetter("invalid-body", f"body must be a JSON object, got {type(body).__name__}")
-    routing_key = cloudstack_routing_key(message)
-    parts: list[str | None] = [None if p == "*" else p for p in routing_key.split(".")]
-    if len(parts) != 5:
-        parts = [None] * 5
-    return {
-        "routing_key": routing_key,
-        "source": parts[0],
-        "category": parts[1],
-        "type": parts[2],
-        "resource_type": parts[3],
-        "resource_uuid": parts[4],
-        "body": body,
-    }
+    return event_fields(cloudstack_routing_key(message), body)
 
 
 def retrying(policy: RetryPolicy, attempts: int, elapsed: float = 0.0) -> AsyncRetrying:
