@@ -171,14 +171,21 @@ def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 def start_worker_process(
-    settings: Settings, *, processes: int = 1, log: Path | None = None
+    settings: Settings,
+    *,
+    processes: int = 1,
+    log: Path | None = None,
+    launcher: Path | None = None,
+    **extra: str,
 ) -> subprocess.Popen[bytes]:
-    """A real `csext worker` process; its log goes to `log` (default: run_dir/../worker.log)."""
+    """A real `csext worker` process (or `launcher`, a test script standing in for
+    `python -m csext.worker`); its log goes to `log` (default: run_dir/../worker.log)."""
     log = log or settings.run_dir.parent / "worker.log"
+    main = [str(launcher)] if launcher else ["-m", "csext.worker"]
     with open(log, "ab") as sink:
         return subprocess.Popen(
-            [sys.executable, "-m", "csext.worker", "worker", "--processes", str(processes)],
-            env=worker_env(settings),
+            [sys.executable, *main, "worker", "--processes", str(processes)],
+            env=worker_env(settings, **extra),
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )

@@ -7,14 +7,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from workerkit import queue_consumers, worker_env
+from workerkit import queue_consumers, start_worker_process, stop_process
 
 from csext.worker import constants as c
 from csext.worker import topology
@@ -41,25 +40,12 @@ def start_worker(
     **extra: str,
 ) -> subprocess.Popen[bytes]:
     """A real worker process (`python -m csext.worker worker`, or a test launcher script)."""
-    main = [str(HERE / launcher)] if launcher else ["-m", "csext.worker"]
-    argv = [sys.executable, *main]
-    with open(log, "ab") as sink:
-        return subprocess.Popen(
-            [*argv, "worker", "--processes", str(processes)],
-            env=worker_env(settings, **extra),
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
+    script = HERE / launcher if launcher else None
+    return start_worker_process(settings, processes=processes, log=log, launcher=script, **extra)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
+    stop_process(proc, timeout)
 
 
 def children(pid: int) -> list[int]:
