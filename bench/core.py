@@ -490,3 +490,13 @@ def package_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             found[name] = metadata.version(name)
     return found
+
+
+def celery_worker_argv(queue: str, level: str) -> list[str]:
+    """Celery's worker as the benchmarks run it: `-c 2` prefork on one queue, no gossip,
+    mingle or heartbeat (peers run as real processes against the same broker)."""
+    return [
+        PYTHON, "-m", "celery", "-A", "bench.peers:celery_app", "worker",
+        "-c", "2", "-P", "prefork", "-Q", queue,
+        "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", level,
+    ]  # fmt: skip

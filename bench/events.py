@@ -156,25 +156,7 @@ async def celery_event_rate(ctx: Ctx, count: int) -> float:
     procs: list = []
 
     def start() -> list:
-        argv = [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "bench.peers:celery_app",
-            "worker",
-            "-c",
-            "2",
-            "-P",
-            "prefork",
-            "-Q",
-            queue,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "warning",
-        ]
+        argv = core.celery_worker_argv(queue, "warning")
         procs.append(core.spawn(argv, log, env))
         return procs
 

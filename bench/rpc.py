@@ -304,25 +304,7 @@ def run_celery(ctx: Ctx) -> dict[int, Any]:
     log = ctx.tmp / "celery-rpc.log"
 
     def start() -> list[Any]:
-        argv = [
-            PYTHON,
-            "-m",
-            "celery",
-            "-A",
-            "bench.peers:celery_app",
-            "worker",
-            "-c",
-            "2",
-            "-P",
-            "prefork",
-            "-Q",
-            queue,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-l",
-            "info",
-        ]
+        argv = core.celery_worker_argv(queue, "info")
         offset = log.stat().st_size if log.exists() else 0
         proc = core.spawn(argv, log, env)
         core.wait_log(log, "ready.", proc=proc, offset=offset)
