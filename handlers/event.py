@@ -56,6 +56,9 @@ class EventHandler(TypedHandler):
         if action not in CATEGORIES and not _is_event(payload):
             # An RPC action of an event extension (e.g. hello's `greet`): passed through.
             return orjson.dumps(payload)
+        fast = _normalised_fast(payload)
+        if fast is not None:
+            return orjson.dumps(fast)
         return orjson.dumps(normalise(payload).model_dump(mode="json"))
 
     def check_action(self, action: str) -> str:
@@ -91,6 +94,50 @@ def normalise(event: Any) -> EventInput:
         return EventInput.model_validate({**event, **fields, "body": body})
     except ValidationError as error:
         raise ValueError(f"event does not fit: {error.errors()[0]['msg']}") from None
+
+
+_KEY_FIELDS = ("source", "category", "type", "resource_type", "resource_uuid")
+_EVENT_KEYS = frozenset(("routing_key", *_KEY_FIELDS, "body"))
+
+
+def _normalised_fast(event: Any) -> dict[str, Any] | None:
+    """`normalise(event).model_dump(mode="json")` without pydantic, for the shape the event
+    path builds (`event_fields`) with a body of strings only, as CloudStack sends; None for
+    anything else (the model path then validates it and words the error). Validating the
+    body model and the payload model, then dumping it, was ~50 µs of every event.
+    """
+    if type(event) is not dict or event.keys() - _EVENT_KEYS:
+        return None
+    raw, key = event.get("body") or {}, event.get("routing_key")
+    if type(raw) is not dict or type(key) is not str:
+        return None
+    if any(type(event.get(f)) not in (str, type(None)) for f in _KEY_FIELDS):
+        return None
+    if any(type(v) is not str for v in raw.values()):
+        return None  # numbers, lists, objects: the model coerces or rejects them
+    body = {k: unescape_text(v) for k, v in raw.items()}
+    state = event.get("category") == "ResourceStateEvent"
+    status = body.get("status")
+    return {
+        "routing_key": key,
+        **{f: event.get(f) for f in _KEY_FIELDS},
+        "event": body.get("event") or body.get("commandEventType") or event.get("type"),
+        "resource_id": body.get("id")
+        or body.get("entityuuid")
+        or body.get("instanceUuid")
+        or event.get("resource_uuid"),
+        "old_state": _aliased(body, "old-state", "old_state") if state else None,
+        "new_state": _aliased(body, "new-state", "new_state") if state else None,
+        "phase": PHASES.get(status or "") if state else None,
+        "status": status,
+        "event_date_time": body.get("eventDateTime"),
+        "body": body,
+    }
+
+
+def _aliased(body: dict[str, str], alias: str, name: str) -> str | None:
+    """The model's reading of a field: its alias wins, its name is accepted too."""
+    return body[alias] if alias in body else body.get(name)
 
 
 def _decoded(body: dict[str, Any]) -> dict[str, Any]:

@@ -8,14 +8,15 @@ Routing keys are built the way CloudStack builds them (RabbitMQEventBus.createRo
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aio_pika
 import orjson
 import pytest
 
 from csext.handlers import get_handler
-from csext.handlers.event import accepts, binding_patterns
-from csext.schemas.event import CloudStackEvent, build_routing_key, topic_matches
+from csext.handlers.event import accepts, binding_patterns, normalise
+from csext.schemas.event import CloudStackEvent, build_routing_key, event_fields, topic_matches
 from csext.schemas.manifest import HookType, Spec
 from csext.schemas.run import Outcome, RunResult
 
@@ -250,3 +251,43 @@ def test_exit_codes_decide_ack_retry_and_failure():
     assert timeout.retry and timeout.outcome == Outcome.TIMEOUT
     crash = HANDLER.interpret("ActionEvent", RunResult(exit_code=-9), s)
     assert crash.error.kind == "crashed" and not crash.retry
+
+
+@pytest.mark.parametrize(
+    ("key", "body"),
+    [
+        (
+            "management-server.ResourceStateEvent.VirtualMachine-Start.VirtualMachine.u-1",
+            {
+                "old-state": "Starting",
+                "new-state": "Running",
+                "status": "postStateTransitionEvent",
+                "id": "u-1",
+                "eventDateTime": "2026-01-15 10:22:31 +0000",
+            },
+        ),
+        (
+            "management-server.ResourceStateEvent.*.VirtualMachine.u-1",
+            {"old_state": "Stopped", "new-state": "Starting", "status": "preStateTransitionEvent"},
+        ),
+        (
+            "management-server.ActionEvent.VM-START.VirtualMachine.u-2",
+            {
+                "event": "VM.START",
+                "status": "Completed",
+                "entityuuid": "u-2",
+                "description": "a &lt;b&gt; \\u003cc\\u003e",
+            },
+        ),
+        ("management-server.AsyncJobEvent.*.*.*", {"commandEventType": "VM.STOP", "jobId": "7"}),
+        ("management-server.AlertEvent.*.*.*", {}),
+        ("too.short", {"status": "odd"}),
+        ("management-server.UsageEvent.x.y.z", {"id": 5}),  # not strings: the model path
+        ("management-server.ResourceStateEvent.x.y.z", {"old-state": None}),
+    ],
+)
+def test_fast_event_payload_is_the_model_dump(key: str, body: dict[str, Any]) -> None:
+    """The hot path's payload file is byte for byte what the pydantic model writes."""
+    event = event_fields(key, body)
+    model = orjson.dumps(normalise(event).model_dump(mode="json"))
+    assert HANDLER.payload_bytes(event["category"] or "event", event, spec()) == model

@@ -63,6 +63,7 @@ class Worker:
         self._signals = 0
         self._connection: AbstractRobustConnection | None = None
         self._watcher: RegistryWatcher | None = None
+        self.recorder: RunRecorder | None = None
         self._reconcile_lock = asyncio.Lock()
 
     async def run(self) -> None:
@@ -128,7 +129,12 @@ class Worker:
         dlx = await confirmed.get_exchange(c.DEAD_LETTER_EXCHANGE, ensure=False)
         fast = await connection.channel(publisher_confirms=False)
         runs = await fast.get_exchange(c.RUNS_EXCHANGE, ensure=False)
-        executor = Executor(self.settings, self.runtimes, RunRecorder(runs))
+        self.recorder = RunRecorder(
+            runs,
+            flush_interval=self.settings.runs_flush_interval,
+            log_successes=self.settings.log_successful_runs,
+        )
+        executor = Executor(self.settings, self.runtimes, self.recorder)
         dead_letters = DeadLetterPublisher(dlx)
         self.events = EventDelivery(executor, dead_letters)
         self.rpc = RpcDelivery(
@@ -218,6 +224,8 @@ class Worker:
                 await queue.cancel(tag)
         await self._drain()
         await self.runtimes.aclose()
+        if self.recorder is not None:
+            await self.recorder.aclose()
         if self._connection is not None:
             await self._connection.close()
         log.info("worker stopped")

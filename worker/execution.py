@@ -158,4 +158,4 @@ class Executor:
             secrets=secrets,
             error=error,
         )
-        await asyncio.shield(self._recorder.record(record))
+        self._recorder.record(record)

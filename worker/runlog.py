@@ -53,13 +53,17 @@ async def _read(
     async def on_message(message: AbstractIncomingMessage) -> bool:
         await message.ack()
         try:
-            record = orjson.loads(message.body)
+            body = orjson.loads(message.body)
         except orjson.JSONDecodeError:
             return False
-        if record.get("finished_at", 0) >= started:
-            return True  # caught up with the present
-        if extension is None or record.get("extension") == extension:
-            found.append(record)
+        # A message is a batch (JSON array) of records; a single object is read too.
+        for record in body if isinstance(body, list) else [body]:
+            if not isinstance(record, dict):
+                continue
+            if record.get("finished_at", 0) >= started:
+                return True  # caught up with the present
+            if extension is None or record.get("extension") == extension:
+                found.append(record)
         return False
 
     offset = datetime.fromtimestamp(started - since, tz=UTC)

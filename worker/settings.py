@@ -84,8 +84,12 @@ class Settings(BaseSettings):
     """Size bound of the csext.runs.log stream (fixed when the stream is first declared)."""
     runs_log_max_age: str = "7D"
     """Age bound of the csext.runs.log stream, RabbitMQ's syntax (`7D`, `12h`)."""
+    runs_flush_interval: float = Field(default=0.05, gt=0, le=10)
+    """Run records are published in batches at most this many seconds after their run."""
     secrets_file: Path | None = None
     log_level: str = "INFO"
+    log_successful_runs: bool = False
+    """A log line for every successful run too (failures always get one; `csext runs` has all)."""
     log_json: bool | None = None
     """JSON log lines; default: JSON when stderr is not a terminal."""
 

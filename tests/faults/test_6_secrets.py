@@ -180,8 +180,9 @@ class _run_records:
         await queue.bind(exchange, "#")
 
         async def keep(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            if self._unique.encode() in message.body:
-                self._into.append(message.body)
+            for record in orjson.loads(message.body):  # a message is a batch of records
+                if self._unique in record["extension"]:
+                    self._into.append(orjson.dumps(record))
 
         await queue.consume(keep, no_ack=True)
 

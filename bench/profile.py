@@ -1,0 +1,87 @@
+"""`python -m bench.profile [exec|coprocess] [--count N] [--cprofile FILE]`: the worker's own
+CPU per event, in-process.
+
+Wall-clock rates on a shared 2-core machine move with whatever else runs; the worker's CPU time
+per event (`time.process_time()` over the drain) barely does. This preloads N events, starts a
+`Worker` in this process, waits for the queue to drain and prints µs of worker CPU per event
+(the extension's own process is not counted), optionally with a cProfile dump to read with
+`python -m pstats FILE`. How bench/optimisations.md measured each change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+from csext.worker import constants as c
+from csext.worker.app import Worker
+from csext.worker.logs import configure_logging
+
+from . import core
+from .events import EventSetup
+
+
+async def drained(ctx: core.Ctx, queue: str) -> None:
+    connection = await core.connect(ctx)
+    async with connection:
+        channel = await connection.channel()
+        while await core.ready_count(channel, queue):
+            await asyncio.sleep(0.005)
+
+
+async def measure(args: argparse.Namespace, tmp: Path) -> None:
+    ctx = core.Ctx(amqp_url=args.amqp_url, smoke=False, tmp=tmp)
+    script = core.NOOP_SH if args.runtime == "exec" else core.coprocess_script()
+    setup = EventSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
+    await setup.declare()
+    try:
+        for _ in range(args.repeats):
+            await core.preload(ctx, ctx.exchange, setup.key, setup.body, args.count)
+            worker = Worker(
+                core.settings(ctx, setup.registry, concurrency=64, log_level=args.log_level),
+                handle_signals=False,
+            )
+            profiler = cProfile.Profile() if args.cprofile else None
+            cpu, wall = time.process_time(), time.perf_counter()
+            if profiler:
+                profiler.enable()
+            running = asyncio.create_task(worker.run())
+            await drained(ctx, c.events_queue(setup.name))
+            if profiler:
+                profiler.disable()
+                profiler.dump_stats(args.cprofile)
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            worker.request_stop()
+            await running
+            print(
+                f"{args.runtime}: {args.count} events, {cpu / args.count * 1e6:,.0f} µs worker CPU"
+                f" per event, {args.count / wall:,.0f} events/s (incl. start-up)"
+            )
+    finally:
+        await core.delete_extension(ctx, setup.name)
+        await core.delete_exchange(ctx, ctx.exchange)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runtime", choices=["exec", "coprocess"], nargs="?", default="coprocess")
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--cprofile", metavar="FILE")
+    parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    args = parser.parse_args()
+    configure_logging(args.log_level, json=True)
+    logging.getLogger().handlers[0].stream = open("/dev/null", "w")  # noqa: SIM115
+    with tempfile.TemporaryDirectory(prefix="csext-profile-") as tmp:
+        asyncio.run(measure(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()
