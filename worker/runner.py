@@ -252,7 +252,7 @@ class ExecRunner:
         if self.cgroups is None:
             return None
         try:
-            return self.cgroups.create(name)
+            return self.cgroups.acquire(name)
         except OSError as exc:
             log.warning("no cgroup for this run (process group only): %s", exc)
             return None
@@ -394,14 +394,19 @@ class ExecRunner:
     async def _clear(self, pgid: int, group: RunCgroup | None) -> None:
         """Kill what is left of the run: its cgroup when it has one, else its process group."""
         if group is not None and self.cgroups is not None:
-            if await self.cgroups.destroy(group):
+            if await self.cgroups.release(group):
                 log.info("killed processes the run left behind in cgroup %s", group.path.name)
             return
         await _clear_group(pgid)
 
     async def _discard_cgroup(self, group: RunCgroup | None) -> None:
         if group is not None and self.cgroups is not None:
-            await self.cgroups.destroy(group)
+            await self.cgroups.release(group)
+
+    def close(self) -> None:
+        """Worker shutdown, after the last run: remove the pooled run cgroups."""
+        if self.cgroups is not None:
+            self.cgroups.close_pool()
 
     async def _abort(
         self, transport: asyncio.SubprocessTransport, proto: _Collector, group: RunCgroup | None

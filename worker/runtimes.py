@@ -36,5 +36,6 @@ class Runtimes:
         await self._coprocess.close_extension(name)
 
     async def aclose(self) -> None:
-        """Stop every warm process."""
+        """Stop every warm process; remove the exec runtime's pooled run cgroups."""
         await self._coprocess.aclose()
+        self._exec.close()
