@@ -88,7 +88,8 @@ async def test_empty_run_cgroups_are_reused_and_dirty_ones_removed(tmp_path: Pat
     clean.write_text("#!/bin/sh\ncat /proc/self/cgroup\n")
     dirty = tmp_path / "dirty"
     dirty.write_text(
-        f"#!/bin/sh\nsetsid sleep 300 </dev/null >/dev/null 2>&1 &\ncat /proc/self/cgroup > {where}\n"
+        "#!/bin/sh\nsetsid sleep 300 </dev/null >/dev/null 2>&1 &\n"
+        f"cat /proc/self/cgroup > {where}\n"
     )
     for script in (clean, dirty):
         script.chmod(0o755)
