@@ -37,6 +37,10 @@ def _discover() -> None:
 
 
 def get_handler(hook: HookType) -> HookHandler:
+    if _discovered:  # the per-message path: one dict lookup
+        handler = _HANDLERS.get(hook)
+        if handler is not None:
+            return handler
     _discover()
     handler = _HANDLERS.get(hook)
     if handler is None:

@@ -61,9 +61,21 @@ class RunLimits:
     """The manifest's `spec.retry.attempts`, else the hook's default."""
 
 
+_LIMITS: dict[int, tuple[Extension, RunLimits]] = {}
+
+
 def run_limits(ext: Extension) -> RunLimits:
+    """The extension's limits, computed once per manifest (not per message): reading pydantic's
+    `model_fields_set` twice per event cost more than the rest of the lookup."""
+    cached = _LIMITS.get(id(ext))
+    if cached is not None and cached[0] is ext:
+        return cached[1]
     defaults = get_handler(ext.hook).defaults
-    return RunLimits(effective_timeout(ext.spec, defaults), effective_attempts(ext.spec, defaults))
+    limits = RunLimits(effective_timeout(ext.spec, defaults), effective_attempts(ext.spec, defaults))
+    if len(_LIMITS) >= 4096:  # reloads make new Extension objects; drop the old ones
+        _LIMITS.clear()
+    _LIMITS[id(ext)] = (ext, limits)
+    return limits
 
 
 def _payload_bytes(handler: HookHandler, ext: Extension, ctx: RunContext) -> bytes:
