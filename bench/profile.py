@@ -4,8 +4,8 @@ CPU per event, in-process.
 Wall-clock rates on a shared 2-core machine move with whatever else runs; the worker's CPU time
 per event (`time.process_time()` over the drain) barely does. This preloads N events, starts a
 `Worker` in this process, waits for the queue to drain and prints µs of worker CPU per event
-(the extension's own process is not counted), optionally with a cProfile dump to read with
-`python -m pstats FILE`. How bench/optimisations.md measured each change.
+(the extension's own process is not counted) and of the local broker's, optionally with a
+cProfile dump to read with `python -m pstats FILE`. How bench/optimisations.md measured each change.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import argparse
 import asyncio
 import cProfile
 import logging
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +26,20 @@ from csext.worker.logs import configure_logging
 
 from . import core
 from .events import EventSetup
+
+
+def broker_cpu() -> float:
+    """CPU seconds the local RabbitMQ node (beam.smp) has used so far; 0 when not found."""
+    found = subprocess.run(["pgrep", "-f", "beam.smp"], capture_output=True, text=True)
+    total = 0.0
+    for pid in found.stdout.split():
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 async def drained(ctx: core.Ctx, queue: str) -> None:
@@ -47,7 +63,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
                 handle_signals=False,
             )
             profiler = cProfile.Profile() if args.cprofile else None
-            cpu, wall = time.process_time(), time.perf_counter()
+            cpu, wall, broker = time.process_time(), time.perf_counter(), broker_cpu()
             if profiler:
                 profiler.enable()
             running = asyncio.create_task(worker.run())
@@ -56,11 +72,13 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
                 profiler.disable()
                 profiler.dump_stats(args.cprofile)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            broker = broker_cpu() - broker
             worker.request_stop()
             await running
             print(
                 f"{args.runtime}: {args.count} events, {cpu / args.count * 1e6:,.0f} µs worker CPU"
-                f" per event, {args.count / wall:,.0f} events/s (incl. start-up)"
+                f" per event, {broker / args.count * 1e6:,.0f} µs broker CPU (every local node),"
+                f" {args.count / wall:,.0f} events/s (incl. start-up)"
             )
     finally:
         await core.delete_extension(ctx, setup.name)

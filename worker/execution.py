@@ -71,7 +71,9 @@ def run_limits(ext: Extension) -> RunLimits:
     if cached is not None and cached[0] is ext:
         return cached[1]
     defaults = get_handler(ext.hook).defaults
-    limits = RunLimits(effective_timeout(ext.spec, defaults), effective_attempts(ext.spec, defaults))
+    limits = RunLimits(
+        effective_timeout(ext.spec, defaults), effective_attempts(ext.spec, defaults)
+    )
     if len(_LIMITS) >= 4096:  # reloads make new Extension objects; drop the old ones
         _LIMITS.clear()
     _LIMITS[id(ext)] = (ext, limits)

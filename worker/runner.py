@@ -65,6 +65,7 @@ from csext.schemas.run import RunResult
 
 from .cgroups import Cgroups, RunCgroup
 from .cgroups import kill as kill_cgroup
+from .child import ChildTransport, LeanTransport
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +172,7 @@ class ExecRunner:
         self._output_cap = output_cap
         self._kill_grace = kill_grace
         self._running = 0
-        self._groups: dict[int, tuple[asyncio.SubprocessTransport, RunCgroup | None]] = {}
+        self._groups: dict[int, tuple[ChildTransport, RunCgroup | None]] = {}
         self._killing = False
         self._windows = 0
         """Spawns in progress with the worker inside a run's cgroup (see fork_gate)."""
@@ -180,6 +181,7 @@ class ExecRunner:
         pid = os.getpid()
         self._dir_prefix = f"{RUN_DIR_PREFIX}{pid}-{_start_token(pid) or '0'}-"
         _prepare_run_dir(run_dir)
+        self._lean = _pidfd_works()
         self.cgroups, self.cgroups_reason = Cgroups.detect(cgroups)
         if cgroups != "off":
             log.info("run cgroups: %s", self.cgroups_reason)
@@ -301,7 +303,7 @@ class ExecRunner:
 
     async def _start(
         self, request: RunRequest, payload: Path, group: RunCgroup | None
-    ) -> tuple[asyncio.SubprocessTransport, _Collector]:
+    ) -> tuple[ChildTransport, _Collector]:
         """Spawn, shielded from cancellation.
 
         Cancelled in the middle of `subprocess_exec`, asyncio would SIGKILL only the leader
@@ -322,7 +324,7 @@ class ExecRunner:
 
     async def _spawn(
         self, request: RunRequest, payload: Path, group: RunCgroup | None
-    ) -> tuple[asyncio.SubprocessTransport, _Collector]:
+    ) -> tuple[ChildTransport, _Collector]:
         if not request.entrypoint.is_absolute():
             raise ValueError(f"entrypoint {request.entrypoint} is not an absolute path")
         if group is None or self.cgroups is None:
@@ -351,16 +353,19 @@ class ExecRunner:
         while self._windows:
             await self._windows_closed.wait()
 
-    async def _exec(
-        self, request: RunRequest, payload: Path
-    ) -> tuple[asyncio.SubprocessTransport, _Collector]:
-        loop = asyncio.get_running_loop()
-        return await loop.subprocess_exec(
-            lambda: _Collector(self._output_cap),
+    async def _exec(self, request: RunRequest, payload: Path) -> tuple[ChildTransport, _Collector]:
+        argv = (
             str(request.entrypoint),
             request.action,
             str(payload),
             str(max(1, math.ceil(request.timeout))),
+        )
+        proto = _Collector(self._output_cap)
+        if self._lean:  # see child.py: the same spawn without asyncio's transports
+            return LeanTransport(argv, cwd=request.cwd, env=request.env, protocol=proto), proto
+        transport, _ = await asyncio.get_running_loop().subprocess_exec(
+            lambda: proto,
+            *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -368,10 +373,11 @@ class ExecRunner:
             env=dict(request.env),
             start_new_session=True,
         )
+        return transport, proto
 
     async def _supervise(
         self,
-        transport: asyncio.SubprocessTransport,
+        transport: ChildTransport,
         proto: _Collector,
         deadline: float,
         group: RunCgroup | None,
@@ -409,7 +415,7 @@ class ExecRunner:
             self.cgroups.close_pool()
 
     async def _abort(
-        self, transport: asyncio.SubprocessTransport, proto: _Collector, group: RunCgroup | None
+        self, transport: ChildTransport, proto: _Collector, group: RunCgroup | None
     ) -> None:
         """Cancellation: SIGKILL the group and reap the leader (bounded) before re-raising."""
         pgid = transport.get_pid()
