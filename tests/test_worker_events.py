@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+from urllib.parse import unquote
 from pathlib import Path
 
 import pytest
@@ -194,3 +196,49 @@ async def test_events_reach_only_matching_extension(env, unique, amqp_url):
 
 def _busy(worker) -> bool:
     return any(not t.done() for t in worker.tasks)
+
+
+async def test_deleted_queues_are_declared_again_and_consumed(env, unique, amqp_url):
+    """Someone deletes an extension's queues under a running worker: the broker cancels the
+    consumers, the worker declares the queues (and bindings) again and goes on consuming."""
+    registry, out, settings = env
+    write_extension(
+        registry,
+        unique,
+        f'#!/bin/sh\necho "$1" >> {out}/runs\n',
+        patterns=["management-server.ResourceStateEvent.#"],
+    )
+    key = build_routing_key("ResourceStateEvent", "Op", "VirtualMachine", STATE_BODY["id"])
+    body = json.dumps(STATE_BODY).encode()
+    runs = out / "runs"
+    try:
+        async with running_worker(settings):
+            await publish_event(amqp_url, settings.cloudstack_exchange, key, body)
+            await wait_until(runs.exists, what="the first run")
+            await delete_extension_queues(amqp_url, unique)
+            await wait_until(
+                lambda: (
+                    queue_consumers_now(amqp_url, c.events_queue(unique)) == 1
+                    and queue_consumers_now(amqp_url, c.rpc_queue(unique)) == 1
+                ),
+                what="both queues declared and consumed again",
+            )
+            await publish_event(amqp_url, settings.cloudstack_exchange, key, body)
+            await wait_until(lambda: runs.read_text().count("\n") == 2, what="the second run")
+    finally:
+        await delete_extension_queues(amqp_url, unique)
+
+
+def queue_consumers_now(amqp_url: str, queue: str) -> int:
+    """Consumers of `queue` per rabbitmqctl (-1 while the queue does not exist)."""
+    vhost = amqp_url.rsplit("/", 1)[1] or "/"
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", unquote(vhost), "name", "consumers"],
+        capture_output=True,
+        text=True,
+    ).stdout
+    for line in listed.splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return int(count)
+    return -1

@@ -8,27 +8,25 @@ place; removing an extension cancels its consumers and lets in-flight runs finis
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
-from aio_pika.abc import (
-    AbstractChannel,
-    AbstractConnection,
-    AbstractIncomingMessage,
-    AbstractQueue,
-    ConsumerTag,
-)
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
 from csext.store.registry import Extension
 
 from . import constants as c
 from . import topology
 from .bindings import event_patterns
+from .delivery import Delivery, DirectConsumer
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[Extension, AbstractIncomingMessage], Awaitable[None]]
+Handler = Callable[[Extension, Delivery], Awaitable[None]]
+RECOVERY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+"""Seconds between attempts to declare a deleted extension queue again (then every 30 s)."""
 
 
 class ExtensionConsumer:
@@ -41,8 +39,9 @@ class ExtensionConsumer:
         self._channel: AbstractChannel | None = None
         self._events: AbstractQueue | None = None
         self._rpc: AbstractQueue | None = None
-        self._tags: list[tuple[AbstractQueue, ConsumerTag]] = []
+        self._consumers: list[DirectConsumer] = []
         self._patterns: set[str] = set()
+        self._stopping = False
 
     async def start(
         self, connection: AbstractConnection, on_event: Handler, on_call: Handler
@@ -52,12 +51,16 @@ class ExtensionConsumer:
         self._rpc = await topology.declare_rpc_queue(channel, self.ext.name)
         self._events = await topology.declare_events_queue(channel, self.ext.name, self._settings)
         await self._bind_events(set(event_patterns(self.ext.spec)))
-        self._tags.append((self._events, await self._events.consume(self._wrap(on_event))))
-        self._tags.append((self._rpc, await self._rpc.consume(self._wrap(on_call))))
+        for queue, handler in ((self._events, on_event), (self._rpc, on_call)):
+            consumer = DirectConsumer(channel, queue.name, self._wrap(handler), self._recover)
+            await consumer.start()
+            self._consumers.append(consumer)
         await self._rpc.bind(c.RPC_EXCHANGE, self.ext.name)
 
-    def _wrap(self, handler: Handler) -> Callable[[AbstractIncomingMessage], Awaitable[None]]:
-        async def on_message(message: AbstractIncomingMessage) -> None:
+    def _wrap(self, handler: Handler) -> Callable[[Delivery], Awaitable[None]]:
+        async def on_message(message: Delivery) -> None:
+            # A task of our own: the consumer's task belongs to the channel, and a run must
+            # not be cancelled when the channel closes (the broker redelivers, the run ends).
             task = asyncio.create_task(self._limited(handler, message))
             for registry in (self._tasks, self._own_tasks):
                 registry.add(task)
@@ -65,9 +68,40 @@ class ExtensionConsumer:
 
         return on_message
 
-    async def _limited(self, handler: Handler, message: AbstractIncomingMessage) -> None:
+    async def _limited(self, handler: Handler, message: Delivery) -> None:
         async with self._limit:
             await handler(self.ext, message)
+
+    def _recover(self, consumer: DirectConsumer) -> None:
+        """The broker cancelled a consumer (its queue was deleted): declare it again, consume."""
+        task = asyncio.create_task(self._redeclare(consumer))
+        self._own_tasks.add(task)
+        task.add_done_callback(self._own_tasks.discard)
+
+    async def _redeclare(self, consumer: DirectConsumer) -> None:
+        for attempt in itertools.count():
+            if self._stopping or self._channel is None:
+                return
+            try:
+                if consumer.queue == c.rpc_queue(self.ext.name):
+                    await topology.declare_rpc_queue(self._channel, self.ext.name)
+                    assert self._rpc is not None
+                    await self._rpc.bind(c.RPC_EXCHANGE, self.ext.name)
+                else:
+                    await topology.declare_events_queue(
+                        self._channel, self.ext.name, self._settings
+                    )
+                    wanted, self._patterns = self._patterns, set()
+                    await self._bind_events(wanted)
+                await consumer.resubscribe()
+                log.info("consuming %s again", consumer.queue)
+                return
+            except Exception as exc:
+                delay = RECOVERY_DELAYS[min(attempt, len(RECOVERY_DELAYS) - 1)]
+                log.warning(
+                    "cannot consume %s yet (%s); retrying in %gs", consumer.queue, exc, delay
+                )
+                await asyncio.sleep(delay)
 
     async def _bind_events(self, wanted: set[str]) -> None:
         assert self._events is not None
@@ -87,12 +121,13 @@ class ExtensionConsumer:
             await self._channel.set_qos(prefetch_count=ext.spec.concurrency)
 
     async def stop_consuming(self) -> None:
-        for queue, tag in self._tags:
+        self._stopping = True
+        for consumer in self._consumers:
             try:
-                await queue.cancel(tag)
+                await consumer.cancel()
             except Exception:
-                log.warning("could not cancel consumer %s", tag, exc_info=True)
-        self._tags.clear()
+                log.warning("could not stop consuming %s", consumer.queue, exc_info=True)
+        self._consumers.clear()
 
     async def remove(self, grace: float) -> None:
         """Disabled or removed: stop routing to it, stop consuming, let in-flight runs finish."""

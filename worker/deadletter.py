@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange
 
 from . import constants as c
+from .delivery import Incoming
 
 DETAIL_LIMIT = 1024
 
@@ -25,7 +26,7 @@ class DeadLetterPublisher:
 
     async def publish(
         self,
-        message: AbstractIncomingMessage,
+        message: Incoming,
         *,
         extension: str,
         queue: str,

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractIncomingMessage
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -36,6 +35,7 @@ from csext.store.registry import Extension
 from . import constants as c
 from .bindings import event_patterns
 from .deadletter import DeadLetterPublisher
+from .delivery import Incoming
 from .environment import event_key
 from .execution import Executor, RunContext, RunOutcome, run_limits
 from .records import mask
@@ -49,13 +49,13 @@ class _Attempts:
     last: RunOutcome | None = None
 
 
-def delivery_count(message: AbstractIncomingMessage) -> int:
+def delivery_count(message: Incoming) -> int:
     """How often the broker delivered this message before (quorum queues count returns)."""
     value = (message.headers or {}).get(c.HEADER_DELIVERY_COUNT, 0)
     return value if isinstance(value, int) else 0
 
 
-def cloudstack_routing_key(message: AbstractIncomingMessage) -> str:
+def cloudstack_routing_key(message: Incoming) -> str:
     """The event's CloudStack routing key. A replayed dead letter (`csext dead replay`) comes
     straight to the queue through the default exchange and carries it in a header."""
     if not message.exchange:
@@ -65,7 +65,7 @@ def cloudstack_routing_key(message: AbstractIncomingMessage) -> str:
     return message.routing_key or ""
 
 
-def parse_event(message: AbstractIncomingMessage) -> dict[str, Any]:
+def parse_event(message: Incoming) -> dict[str, Any]:
     """The event payload, `CloudStackEvent`'s fields as a plain dict (validating the model then
     dumping it for every event cost more than the split)."""
     try:
@@ -100,7 +100,7 @@ class EventDelivery:
         self._routes: dict[str, tuple[Extension, tuple[str, ...], bool]] = {}
         """(extension, binding patterns, has filters) by name, once per manifest, not per event."""
 
-    async def handle(self, ext: Extension, message: AbstractIncomingMessage) -> None:
+    async def handle(self, ext: Extension, message: Incoming) -> None:
         attempts = _Attempts()
         try:
             await self._process(ext, message, attempts)
@@ -119,9 +119,7 @@ class EventDelivery:
             return
         await _settle(message.ack())
 
-    async def _process(
-        self, ext: Extension, message: AbstractIncomingMessage, attempts: _Attempts
-    ) -> None:
+    async def _process(self, ext: Extension, message: Incoming, attempts: _Attempts) -> None:
         started = time.monotonic()
         event = parse_event(message)
         if not self._wanted(ext, event):
@@ -193,7 +191,7 @@ class EventDelivery:
     async def _dead_letter(
         self,
         ext: Extension,
-        message: AbstractIncomingMessage,
+        message: Incoming,
         exc: DeadLetter,
         attempts: _Attempts,
     ) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractExchange
 from aiormq import spec
 from pydantic import ValidationError
 
@@ -27,6 +27,7 @@ from csext.store.registry import Extension, RegistryView
 
 from . import constants as c
 from .deadletter import DeadLetterPublisher
+from .delivery import Incoming
 from .environment import event_key
 from .events import _settle
 from .execution import Executor, RunContext, RunOutcome, run_limits
@@ -39,7 +40,7 @@ class BadCall(Exception):
     pass
 
 
-def call_deadline(message: AbstractIncomingMessage, default_timeout: float) -> float:
+def call_deadline(message: Incoming, default_timeout: float) -> float:
     """The caller's absolute deadline in epoch seconds."""
     raw = (message.headers or {}).get(c.HEADER_DEADLINE)
     if raw is None:
@@ -105,7 +106,7 @@ class RpcDelivery:
         self._dead_letters = dead_letters
         self._margin = margin
 
-    async def handle(self, ext: Extension, message: AbstractIncomingMessage) -> None:
+    async def handle(self, ext: Extension, message: Incoming) -> None:
         if not message.reply_to:
             await self._no_reply_to(ext.name, message)
             return
@@ -125,9 +126,7 @@ class RpcDelivery:
             return
         await _settle(message.ack())
 
-    async def _call(
-        self, ext: Extension, message: AbstractIncomingMessage
-    ) -> RpcReply | bytes | None:
+    async def _call(self, ext: Extension, message: Incoming) -> RpcReply | bytes | None:
         limits = run_limits(ext)
         deadline = call_deadline(message, limits.timeout + self._margin)
         request = parse_call(message.body)
@@ -170,7 +169,7 @@ class RpcDelivery:
             delay = min(policy.backoff.max, delay * policy.backoff.multiplier)
             attempt += 1
 
-    async def reply(self, message: AbstractIncomingMessage, reply: RpcReply | bytes) -> bool:
+    async def reply(self, message: Incoming, reply: RpcReply | bytes) -> bool:
         """Publish `reply` (a model, or its JSON) to the caller's reply_to; False if that failed
         (never raises)."""
         body = reply if isinstance(reply, bytes) else orjson.dumps(reply.model_dump(mode="json"))
@@ -188,7 +187,7 @@ class RpcDelivery:
             return False
         return True
 
-    async def _no_reply_to(self, extension: str, message: AbstractIncomingMessage) -> None:
+    async def _no_reply_to(self, extension: str, message: Incoming) -> None:
         log.warning("RPC call without reply_to dead-lettered", extra={"extension": extension})
         await asyncio.shield(
             self._dead_letters.publish(
@@ -201,9 +200,7 @@ class RpcDelivery:
         )
         await _settle(message.ack())
 
-    async def handle_unrouted(
-        self, view: Callable[[], RegistryView], message: AbstractIncomingMessage
-    ) -> None:
+    async def handle_unrouted(self, view: Callable[[], RegistryView], message: Incoming) -> None:
         """A call csext.rpc could not route: the extension is unknown, disabled or broken."""
         name = message.routing_key or ""
         kind, text = view().why_unavailable(name)
