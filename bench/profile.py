@@ -1,5 +1,5 @@
-"""`python -m bench.profile [exec|coprocess] [--count N] [--cprofile FILE]`: the worker's own
-CPU per event, in-process.
+"""`python -m bench.profile [exec|coprocess] [events|rpc] [--count N] [--cprofile FILE]`: the
+worker's own CPU per event (or RPC call), in-process.
 
 Wall-clock rates on a shared 2-core machine move with whatever else runs; the worker's CPU time
 per event (`time.process_time()` over the drain) barely does. This preloads N events, starts a
@@ -20,12 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import aio_pika
+import orjson
+import yaml
+
 from csext.worker import constants as c
 from csext.worker.app import Worker
 from csext.worker.logs import configure_logging
 
 from . import core
 from .events import EventSetup
+from .rpc import STATUS_PY, STATUS_SH
 
 
 def broker_cpu() -> float:
@@ -50,16 +55,73 @@ async def drained(ctx: core.Ctx, queue: str) -> None:
             await asyncio.sleep(0.005)
 
 
+class _Target:
+    """What one profile run drains: the events queue, or the RPC queue of calls."""
+
+    def __init__(self, ctx: core.Ctx, args: argparse.Namespace) -> None:
+        self.ctx, self.rpc = ctx, args.path == "rpc"
+        script = core.NOOP_SH if args.runtime == "exec" else core.coprocess_script()
+        if self.rpc:
+            script = STATUS_SH if args.runtime == "exec" else core.coprocess_script(STATUS_PY)
+        self.setup = EventSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
+        if self.rpc:  # the same extension folder, as an orchestrator
+            manifest = self.setup.registry / self.setup.name / "extension.yaml"
+            doc = yaml.safe_load(manifest.read_text())
+            doc["spec"]["hook"] = "orchestrator"
+            doc["spec"].pop("events", None)
+            manifest.write_text(yaml.safe_dump(doc))
+        self.replies = ctx.name("replies")
+        self.queue = (c.rpc_queue if self.rpc else c.events_queue)(self.setup.name)
+
+    async def declare(self) -> None:
+        await self.setup.declare()
+        connection = await core.connect(self.ctx)
+        async with connection:
+            channel = await connection.channel()
+            await channel.declare_queue(self.replies, auto_delete=False)
+
+    async def preload(self, count: int) -> None:
+        if not self.rpc:
+            await core.preload(self.ctx, self.ctx.exchange, self.setup.key, self.setup.body, count)
+            return
+        # Calls as RpcClient sends them, answered into a queue of ours (read by nobody).
+        connection = await core.connect(self.ctx)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            body = orjson.dumps({"action": "status", "payload": {}})
+            deadline = int((time.time() + 3600) * 1000)
+            for start in range(0, count, 500):
+                await asyncio.gather(
+                    *(
+                        channel.default_exchange.publish(
+                            aio_pika.Message(
+                                body,
+                                reply_to=self.replies,
+                                correlation_id=str(start + i),
+                                headers={c.HEADER_DEADLINE: deadline},
+                            ),
+                            self.queue,
+                        )
+                        for i in range(min(500, count - start))
+                    )
+                )
+
+    async def cleanup(self) -> None:
+        await core.delete_extension(self.ctx, self.setup.name)
+        await core.delete_exchange(self.ctx, self.ctx.exchange)
+        await core.delete_queues(self.ctx, self.replies)
+
+
 async def measure(args: argparse.Namespace, tmp: Path) -> None:
     ctx = core.Ctx(amqp_url=args.amqp_url, smoke=False, tmp=tmp)
-    script = core.NOOP_SH if args.runtime == "exec" else core.coprocess_script()
-    setup = EventSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
-    await setup.declare()
+    target = _Target(ctx, args)
+    await target.declare()
+    what = f"{args.runtime} {'calls' if target.rpc else 'events'}"
     try:
         for _ in range(args.repeats):
-            await core.preload(ctx, ctx.exchange, setup.key, setup.body, args.count)
+            await target.preload(args.count)
             worker = Worker(
-                core.settings(ctx, setup.registry, concurrency=64, log_level=args.log_level),
+                core.settings(ctx, target.setup.registry, concurrency=64, log_level=args.log_level),
                 handle_signals=False,
             )
             profiler = cProfile.Profile() if args.cprofile else None
@@ -67,7 +129,7 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
             if profiler:
                 profiler.enable()
             running = asyncio.create_task(worker.run())
-            await drained(ctx, c.events_queue(setup.name))
+            await drained(ctx, target.queue)
             if profiler:
                 profiler.disable()
                 profiler.dump_stats(args.cprofile)
@@ -76,18 +138,18 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
             worker.request_stop()
             await running
             print(
-                f"{args.runtime}: {args.count} events, {cpu / args.count * 1e6:,.0f} µs worker CPU"
-                f" per event, {broker / args.count * 1e6:,.0f} µs broker CPU (every local node),"
-                f" {args.count / wall:,.0f} events/s (incl. start-up)"
+                f"{what}: {args.count}, {cpu / args.count * 1e6:,.0f} µs worker CPU each,"
+                f" {broker / args.count * 1e6:,.0f} µs broker CPU (every local node),"
+                f" {args.count / wall:,.0f}/s (incl. start-up)"
             )
     finally:
-        await core.delete_extension(ctx, setup.name)
-        await core.delete_exchange(ctx, ctx.exchange)
+        await target.cleanup()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runtime", choices=["exec", "coprocess"], nargs="?", default="coprocess")
+    parser.add_argument("path", choices=["events", "rpc"], nargs="?", default="events")
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .common import HookInput, HookResult
 
@@ -75,9 +75,9 @@ class ClusterCandidate(_Open):
 
 
 class DeploymentPlannerInput(HookInput):
-    vm: VirtualMachineProfile = VirtualMachineProfile()
-    plan: DeploymentPlan = DeploymentPlan()
-    avoid: ExcludeList = ExcludeList()
+    vm: VirtualMachineProfile = Field(default_factory=VirtualMachineProfile)
+    plan: DeploymentPlan = Field(default_factory=DeploymentPlan)
+    avoid: ExcludeList = Field(default_factory=ExcludeList)
     clusters: list[ClusterCandidate] = []
     """Candidate clusters, when the caller lists them (order-clusters)."""
 

@@ -68,7 +68,7 @@ class ExternalDetails(_Open):
 class OrchestratorInput(HookInput):
     secret_fields = frozenset({"vncPassword", "password", "secret", "token"})
 
-    externaldetails: ExternalDetails = ExternalDetails()
+    externaldetails: ExternalDetails = Field(default_factory=ExternalDetails)
     virtualmachineid: str | None = None
     virtualmachinename: str | None = None
     """Internal name, e.g. `i-2-100-VM`."""
