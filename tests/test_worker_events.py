@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from urllib.parse import unquote
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from workerkit import (
