@@ -306,10 +306,13 @@ class ExecRunner:
     ) -> tuple[ChildTransport, _Collector]:
         """Spawn, shielded from cancellation.
 
-        Cancelled in the middle of `subprocess_exec`, asyncio would SIGKILL only the leader
-        and then wait for pipe EOF, forever if a child already holds the pipes. Instead the
-        spawn completes, then the whole group is killed and reaped.
+        The lean spawn is synchronous: nothing can cancel it half way. Cancelled in the middle
+        of `subprocess_exec` (the fallback), asyncio would SIGKILL only the leader and then wait
+        for pipe EOF, forever if a child already holds the pipes. Instead the spawn completes,
+        then the whole group is killed and reaped.
         """
+        if self._lean:
+            return self._spawn_lean(request, payload, group)
         spawning = asyncio.ensure_future(self._spawn(request, payload, group))
         try:
             return await asyncio.shield(spawning)
@@ -322,11 +325,25 @@ class ExecRunner:
                     transport.close()
             raise
 
+    def _spawn_lean(
+        self, request: RunRequest, payload: Path, group: RunCgroup | None
+    ) -> tuple[LeanTransport, _Collector]:
+        """Spawn with `LeanTransport` (child.py); with a cgroup, the worker moves into it around
+        the fork and back, with no suspension point in between (so no fork_gate window)."""
+        argv = _argv(request, payload)
+        proto = _Collector(self._output_cap)
+        if group is None or self.cgroups is None:
+            return LeanTransport(argv, cwd=request.cwd, env=request.env, protocol=proto), proto
+        self.cgroups.enter(group)
+        try:
+            return LeanTransport(argv, cwd=request.cwd, env=request.env, protocol=proto), proto
+        finally:
+            self.cgroups.leave()
+
     async def _spawn(
         self, request: RunRequest, payload: Path, group: RunCgroup | None
     ) -> tuple[ChildTransport, _Collector]:
-        if not request.entrypoint.is_absolute():
-            raise ValueError(f"entrypoint {request.entrypoint} is not an absolute path")
+        """The fallback spawn through asyncio's subprocess transport."""
         if group is None or self.cgroups is None:
             return await self._exec(request, payload)
         # The fork inside subprocess_exec happens before its first suspension point, so the
@@ -354,18 +371,10 @@ class ExecRunner:
             await self._windows_closed.wait()
 
     async def _exec(self, request: RunRequest, payload: Path) -> tuple[ChildTransport, _Collector]:
-        argv = (
-            str(request.entrypoint),
-            request.action,
-            str(payload),
-            str(max(1, math.ceil(request.timeout))),
-        )
         proto = _Collector(self._output_cap)
-        if self._lean:  # see child.py: the same spawn without asyncio's transports
-            return LeanTransport(argv, cwd=request.cwd, env=request.env, protocol=proto), proto
         transport, _ = await asyncio.get_running_loop().subprocess_exec(
             lambda: proto,
-            *argv,
+            *_argv(request, payload),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -429,6 +438,14 @@ class ExecRunner:
             log.warning("cancelled extension process %s did not exit after SIGKILL", pgid)
             return
         await self._clear(pgid, group)
+
+
+def _argv(request: RunRequest, payload: Path) -> tuple[str, ...]:
+    """CloudStack's argv: entry point, action, payload file, timeout in whole seconds (≥ 1)."""
+    if not request.entrypoint.is_absolute():
+        raise ValueError(f"entrypoint {request.entrypoint} is not an absolute path")
+    timeout = str(max(1, math.ceil(request.timeout)))
+    return (str(request.entrypoint), request.action, str(payload), timeout)
 
 
 async def _clear_group(pgid: int) -> None:
