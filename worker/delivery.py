@@ -103,11 +103,18 @@ class Delivery:
     def type(self) -> str | None:
         return self._properties.message_type
 
+    # Settling queues the frame on the connection's write queue without waiting for the
+    # socket write: an awaited write proves only that bytes reached the kernel, not the broker,
+    # so waiting bought no guarantee (a lost ack means a redelivery either way) and cost a
+    # round trip through aiormq's writer task per message.
+
     async def ack(self, multiple: bool = False) -> None:
-        await self._channel.basic_ack(self.delivery_tag, multiple=multiple)
+        await self._channel.basic_ack(self.delivery_tag, multiple=multiple, wait=False)
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None:
-        await self._channel.basic_nack(self.delivery_tag, multiple=multiple, requeue=requeue)
+        await self._channel.basic_nack(
+            self.delivery_tag, multiple=multiple, requeue=requeue, wait=False
+        )
 
 
 OnDelivery = Callable[[Delivery], Awaitable[None]]

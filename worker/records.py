@@ -116,7 +116,15 @@ async def publish_raw(
         routing_key=routing_key,
         properties=properties,
         mandatory=False,
+        wait=_wait(underlay),
     )
+
+
+def _wait(channel: Any) -> bool:
+    """Wait for the socket write only where publisher confirms need it. Without confirms the
+    frames are queued on the connection's one write queue, ahead of the ack that follows them,
+    so not waiting changes no ordering; it saves a writer-task round trip per publish."""
+    return bool(channel.publisher_confirms)
 
 
 class RunRecorder:
