@@ -12,9 +12,10 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
+import aiormq
 import orjson
 from aio_pika.abc import AbstractExchange
 from aiormq import spec
@@ -109,7 +110,7 @@ async def publish_raw(
     channel = exchange.channel
     if channel.is_closed:
         raise ChannelInvalidStateError(f"{channel!r} closed")
-    underlay = await channel.get_underlay_channel()
+    underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
     await underlay.basic_publish(
         body,
         exchange=exchange.name,
@@ -120,7 +121,7 @@ async def publish_raw(
     )
 
 
-def _wait(channel: Any) -> bool:
+def _wait(channel: aiormq.Channel) -> bool:
     """Wait for the socket write only where publisher confirms need it. Without confirms the
     frames are queued on the connection's one write queue, ahead of the ack that follows them,
     so not waiting changes no ordering; it saves a writer-task round trip per publish."""
