@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,11 +26,20 @@ def cgroup_of(pid: int) -> str:
     return Path(f"/proc/{pid}/cgroup").read_text().strip().splitlines()[-1].split(":", 2)[2]
 
 
-async def test_coprocesses_spawned_during_exec_runs_are_born_outside_them(tmp_path: Path):
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[ExecRunner]:
+    """An exec runner with per-run cgroups (skips where there are none); its pool removed after."""
     install_child_watcher()
     runner = ExecRunner(run_dir=tmp_path / "runs", output_cap=65536, kill_grace=0.5, cgroups="auto")
     if runner.cgroups is None:
         pytest.skip(f"per-run cgroups unavailable here: {runner.cgroups_reason}")
+    yield runner
+    runner.close()
+
+
+async def test_coprocesses_spawned_during_exec_runs_are_born_outside_them(
+    tmp_path: Path, runner: ExecRunner
+):
     entry = tmp_path / "co.py"
     entry.write_text(
         COPROCESS.replace("/usr/bin/env python3", os.path.realpath("/usr/bin/python3"))
@@ -72,17 +82,14 @@ async def test_coprocesses_spawned_during_exec_runs_are_born_outside_them(tmp_pa
         await asyncio.gather(coprocess_calls(), exec_runs(), exec_runs())
     finally:
         await runtime.aclose()
-        runner.close()
     assert born_in, "no coprocess observed"
     assert all(group == home for group in born_in), set(born_in) - {home}
 
 
-async def test_empty_run_cgroups_are_reused_and_dirty_ones_removed(tmp_path: Path):
+async def test_empty_run_cgroups_are_reused_and_dirty_ones_removed(
+    tmp_path: Path, runner: ExecRunner
+):
     """A run's cgroup is pooled when the run left nothing behind, else killed and removed."""
-    install_child_watcher()
-    runner = ExecRunner(run_dir=tmp_path / "runs", output_cap=65536, kill_grace=0.5, cgroups="auto")
-    if runner.cgroups is None:
-        pytest.skip(f"per-run cgroups unavailable here: {runner.cgroups_reason}")
     where = tmp_path / "where"
     clean = tmp_path / "clean"
     clean.write_text("#!/bin/sh\ncat /proc/self/cgroup\n")
@@ -97,17 +104,14 @@ async def test_empty_run_cgroups_are_reused_and_dirty_ones_removed(tmp_path: Pat
     def request(entry: Path) -> RunRequest:
         return RunRequest(entry, "a", b"{}", 10, {"PATH": "/usr/bin:/bin"}, tmp_path)
 
-    try:
-        first = (await runner.run(request(clean))).stdout
-        second = (await runner.run(request(clean))).stdout
-        assert first == second and first.strip() != b"0::/" + cgroup_of(os.getpid()).encode()
-        await runner.run(request(dirty))
-        used = where.read_text().strip().split(":", 2)[2]
-        assert used == first.decode().strip().split(":", 2)[2], "the pooled cgroup was reused"
-        assert not (runner.cgroups.parent / Path(used).name).exists(), (
-            "the cgroup a daemon was left in is removed, not pooled"
-        )
-        third = (await runner.run(request(clean))).stdout
-        assert third != first, "a new cgroup after the dirty one was removed"
-    finally:
-        runner.close()
+    first = (await runner.run(request(clean))).stdout
+    second = (await runner.run(request(clean))).stdout
+    assert first == second and first.strip() != b"0::/" + cgroup_of(os.getpid()).encode()
+    await runner.run(request(dirty))
+    used = where.read_text().strip().split(":", 2)[2]
+    assert used == first.decode().strip().split(":", 2)[2], "the pooled cgroup was reused"
+    assert not (runner.cgroups.parent / Path(used).name).exists(), (
+        "the cgroup a daemon was left in is removed, not pooled"
+    )
+    third = (await runner.run(request(clean))).stdout
+    assert third != first, "a new cgroup after the dirty one was removed"
