@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import os
 import resource
@@ -442,3 +443,27 @@ async def test_install_child_watcher_is_idempotent_and_warning_free(runner: Exec
         assert isinstance(policy.get_child_watcher(), asyncio.PidfdChildWatcher)
     result = await runner.run(request(action="exit3"))
     assert result.exit_code == 3
+
+
+async def test_lean_spawn_without_a_pidfd_leaves_no_process(
+    run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors right after the fork: the run is reported unrunnable and the
+    child it had started is killed and reaped, not left running unwatched."""
+    runner = ExecRunner(run_dir=run_dir, output_cap=MIB, kill_grace=0.2)
+    if not runner._lean:
+        pytest.skip("no pidfds here: the lean spawn is not used")
+    pidfile = tmp_path / "pids"
+    real_pidfd_open = os.pidfd_open
+    spawned: list[int] = []
+
+    def no_fds(pid: int, flags: int = 0) -> int:
+        spawned.append(pid)
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(os, "pidfd_open", no_fds)
+    result = await runner.run(request(action="sleep", payload=bytes(pidfile)))
+    monkeypatch.setattr(os, "pidfd_open", real_pidfd_open)
+    assert result.exit_code is None and "Too many open files" in (result.error or "")
+    assert spawned and not alive(spawned[0])
+    assert os.listdir(run_dir) == []

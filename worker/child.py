@@ -74,7 +74,15 @@ class LeanTransport:
         finally:
             os.close(out_w)
             os.close(err_w)
-        self._pidfd = os.pidfd_open(self._popen.pid)
+        try:
+            self._pidfd = os.pidfd_open(self._popen.pid)
+        except OSError:  # e.g. out of file descriptors: the child must not outlive the error
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._popen.pid, signal.SIGKILL)
+            self._popen.wait()
+            for fd in (out_r, err_r):
+                os.close(fd)
+            raise
         for fd, which in ((out_r, 1), (err_r, 2)):
             os.set_blocking(fd, False)
             self._pipes[fd] = which
