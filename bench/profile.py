@@ -2,7 +2,8 @@
 worker's own CPU per event (or RPC call), in-process.
 
 Wall-clock rates on a shared 2-core machine move with whatever else runs; the worker's CPU time
-per event (`time.process_time()` over the drain) barely does. This preloads N events, starts a
+per event (`time.process_time()` over the drain) moves less, though still by ±15 % between
+minutes here: compare changes in alternating runs. This preloads N events, starts a
 `Worker` in this process, waits for the queue to drain and prints µs of worker CPU per event
 (the extension's own process is not counted) and of the local broker's, optionally with a
 cProfile dump to read with `python -m pstats FILE`. How bench/optimisations.md measured each change.

@@ -50,3 +50,24 @@ def test_smoke_run_completes_and_reports_every_benchmark(tmp_path: Path) -> None
         not (ROOT / "BENCHMARKS.md").exists()
         or "--smoke" not in (ROOT / "BENCHMARKS.md").read_text()
     ), "a smoke run must not overwrite the real report"
+
+
+@pytest.mark.timeout(200)
+@pytest.mark.parametrize(("runtime", "path"), [("exec", "events"), ("coprocess", "rpc")])
+def test_profile_harness_drains_and_reports(runtime: str, path: str, amqp_url: str) -> None:
+    """`python -m bench.profile`, how the optimisation log was measured, still runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "bench.profile", runtime, path),
+            *("--count", "30", "--repeats", "1", "--amqp-url", amqp_url),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    kind = "events" if path == "events" else "calls"
+    assert f"{runtime} {kind}: 30, " in done.stdout and "µs worker CPU each" in done.stdout
