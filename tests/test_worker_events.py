@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
-from urllib.parse import unquote
 
 import pytest
 from workerkit import (
@@ -14,6 +12,7 @@ from workerkit import (
     collect_dead_letters,
     delete_extension_queues,
     publish_event,
+    queue_consumers,
     queue_messages,
     running_worker,
     settings_for,
@@ -216,29 +215,19 @@ async def test_deleted_queues_are_declared_again_and_consumed(env, unique, amqp_
             await publish_event(amqp_url, settings.cloudstack_exchange, key, body)
             await wait_until(runs.exists, what="the first run")
             await delete_extension_queues(amqp_url, unique)
-            await wait_until(
-                lambda: (
-                    queue_consumers_now(amqp_url, c.events_queue(unique)) == 1
-                    and queue_consumers_now(amqp_url, c.rpc_queue(unique)) == 1
-                ),
-                what="both queues declared and consumed again",
-            )
+
+            async def both_consumed_once() -> bool:
+                try:
+                    counts = [
+                        await queue_consumers(amqp_url, c.events_queue(unique)),
+                        await queue_consumers(amqp_url, c.rpc_queue(unique)),
+                    ]
+                except Exception:  # not declared again yet
+                    return False
+                return counts == [1, 1]
+
+            await wait_until(both_consumed_once, what="both queues declared and consumed again")
             await publish_event(amqp_url, settings.cloudstack_exchange, key, body)
             await wait_until(lambda: runs.read_text().count("\n") == 2, what="the second run")
     finally:
         await delete_extension_queues(amqp_url, unique)
-
-
-def queue_consumers_now(amqp_url: str, queue: str) -> int:
-    """Consumers of `queue` per rabbitmqctl (-1 while the queue does not exist)."""
-    vhost = amqp_url.rsplit("/", 1)[1] or "/"
-    listed = subprocess.run(
-        ["rabbitmqctl", "-q", "list_queues", "-p", unquote(vhost), "name", "consumers"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in listed.splitlines():
-        name, _, count = line.partition("\t")
-        if name == queue:
-            return int(count)
-    return -1

@@ -86,12 +86,20 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
         await asyncio.wait_for(task, 60)
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 20.0, what: str = "", interval: float = 0.05
+) -> None:
+    """Poll `predicate` (plain or async) until it is true; AssertionError after `timeout`."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or predicate}")
+        await asyncio.sleep(interval)
 
 
 async def publish_event(
@@ -201,18 +209,27 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
         return proc.wait(10)
 
 
-async def queue_consumers(amqp_url: str, queue: str) -> int:
+async def _declared(amqp_url: str, queue: str) -> Any:
+    """The broker's answer to a passive declare of `queue` (raises if it does not exist)."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.consumer_count or 0
+        return declared.declaration_result
+
+
+async def queue_consumers(amqp_url: str, queue: str) -> int:
+    return (await _declared(amqp_url, queue)).consumer_count or 0
 
 
 async def queue_messages(amqp_url: str, queue: str) -> int:
     """Messages ready in a queue (unacked ones come back when their channel closes)."""
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
+    return (await _declared(amqp_url, queue)).message_count or 0
+
+
+async def consumers_at_least(amqp_url: str, queue: str, count: int) -> bool:
+    """False also while the queue does not exist (yet, or again)."""
+    try:
+        return await queue_consumers(amqp_url, queue) >= count
+    except Exception:
+        return False

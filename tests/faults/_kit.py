@@ -7,13 +7,22 @@ import contextlib
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
-from workerkit import queue_consumers, start_worker_process, stop_process
+from workerkit import (
+    consumers_at_least as consumers_at_least,  # re-exported for the scenarios
+)
+from workerkit import (
+    queue_messages as queue_messages,
+)
+from workerkit import (
+    start_worker_process,
+    stop_process,
+    wait_until,
+)
 
 from csext.worker import constants as c
 from csext.worker import topology
@@ -95,31 +104,8 @@ def rss_kb(pid: int, field: str = "VmRSS") -> int:
 
 
 async def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:  # type: ignore[no-untyped-def]
-    give_up = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        if time.monotonic() > give_up:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-async def consumers_at_least(amqp_url: str, queue: str, count: int) -> bool:
-    try:
-        return await queue_consumers(amqp_url, queue) >= count
-    except Exception:
-        return False
-
-
-async def queue_depth(amqp_url: str, queue: str) -> int:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        declared = await channel.declare_queue(queue, passive=True)
-        return declared.declaration_result.message_count or 0
+    """`workerkit.wait_until` with the timeout first, as the scenarios read best."""
+    await wait_until(predicate, timeout, what, interval)
 
 
 async def publish_many(

@@ -29,7 +29,7 @@ from ._kit import (
     delete_queues,
     processes_with_env,
     publish_many,
-    queue_depth,
+    queue_messages,
     start_worker,
     stop,
     wait_for,
@@ -106,7 +106,7 @@ async def test_kill_9_workers_mid_run(tmp_path, amqp_url, unique, report):
                 f"{duplicates} re-runs after {killed} kills "
                 f"(bound: kills x in flight = {killed * CONCURRENCY})"
             )
-            assert await queue_depth(amqp_url, queue) == 0
+            assert await queue_messages(amqp_url, queue) == 0
             letters = Counter(_key(m) for m in dead.found)
             assert set(letters) == failing
             assert set(dead.reasons()) <= {"extension-failed", "retries-exhausted"}, dead.reasons()

@@ -22,7 +22,7 @@ from ._kit import (
     consumers_at_least,
     delete_queues,
     publish_many,
-    queue_depth,
+    queue_messages,
     start_worker,
     stop,
     wait_for,
@@ -87,7 +87,7 @@ async def test_poison_message_ends_in_the_dlq(tmp_path, amqp_url, unique, crash,
                 f"delivery_limit) once {LIMIT} redeliveries were used up; body byte for byte"
             )
             assert len(dead.found) == 1
-            assert await queue_depth(amqp_url, queue) == 0 or worker.poll() is not None
+            assert await queue_messages(amqp_url, queue) == 0 or worker.poll() is not None
             report.check(
                 "all 20 good events processed; nothing else dead-lettered; "
                 "the queue drained" + (f"; {starts} worker starts" if crash == "exit" else "")
