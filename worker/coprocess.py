@@ -54,7 +54,13 @@ import orjson
 
 from csext.schemas.run import RunResult
 
-from .runner import RunRequest, _spawn_error
+from .runner import (
+    GROUP_GONE_TIMEOUT,
+    RunRequest,
+    _ms,
+    _signal_group,
+    _spawn_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +79,6 @@ LINE_SLACK: Final = 64 * 1024
 RSS_CHECK_INTERVAL: Final = 1.0
 EXIT_GRACE: Final = 0.5
 """Seconds after the process exits for the rest of its stdout to arrive."""
-GROUP_GONE_TIMEOUT: Final = 2.0
 
 
 ForkGate = Callable[[], Awaitable[None]]
@@ -717,19 +722,11 @@ async def _wait_exit(proc: _Coprocess, timeout: float) -> bool:
     return True
 
 
-def _signal_group(pgid: int, sig: int) -> bool:
-    """Signal a process group; False if it no longer exists."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.debug("cannot signal every member of process group %s", pgid)
-    return True
-
-
 async def _clear_group(pgid: int) -> None:
-    """SIGKILL what is left of the group (children of the coprocess); wait until it is empty."""
+    """SIGKILL what is left of the group (children of the coprocess); wait until it is gone.
+
+    Unlike the exec runner's, this waits for zombies to be reaped too: nothing waits on a
+    retired coprocess's report, so it can afford to."""
     if not _signal_group(pgid, signal.SIGKILL):
         return
     give_up = time.monotonic() + GROUP_GONE_TIMEOUT
@@ -744,7 +741,3 @@ async def _clear_group(pgid: int) -> None:
 
 def _error(reason: str, started: float, *, stderr: bytes = b"") -> RunResult:
     return RunResult(exit_code=None, error=reason, stderr=stderr, duration_ms=_ms(started))
-
-
-def _ms(started: float) -> int:
-    return round((time.monotonic() - started) * 1000)
