@@ -151,29 +151,26 @@ def _point(version: str, ref: str | None, commit: str | None) -> dict[str, Any]:
 # --- URLs and refs --------------------------------------------------------------------------
 
 
-def redact_url(url: str) -> str:
-    """The URL with any user name or password replaced by `***`, for messages and logs."""
-    if "://" not in url:
-        return url
+def _replace_credentials(url: str, userinfo: str) -> str:
+    """`url` with its user name and password (if any) replaced by `userinfo` (may be "")."""
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{host}" if userinfo else host))
+
+
+def redact_url(url: str) -> str:
+    """The URL with any user name or password replaced by `***`, for messages and logs."""
+    return _replace_credentials(url, "***") if "://" in url else url
 
 
 def recorded_url(url: str) -> str:
     """What the manifest records: credentials dropped, local paths made absolute."""
     if "://" in url:
-        parts = urlsplit(url)
-        if parts.username is None and parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=host))
+        return _replace_credentials(url, "")
     if SCP_LIKE.match(url):
         return url
     return str(Path(url).expanduser().resolve())
