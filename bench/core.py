@@ -375,6 +375,14 @@ def spawn(
         return subprocess.Popen(argv, env=env, stdout=stdout, stderr=sink, start_new_session=True)
 
 
+def floor_argv(ctx: Ctx, mode: str, queue: str, prefetch: int, exe: Path) -> list[str]:
+    """The command line of a raw floor (bench/floors.py) on `queue`."""
+    return [
+        *(PYTHON, "-m", "bench.floors", mode, "--url", ctx.amqp_url, "--queue", queue),
+        *("--prefetch", str(prefetch), "--exe", str(exe)),
+    ]
+
+
 def start_worker(
     ctx: Ctx, registry: Path, *, processes: int = 1, log: Path | None = None, **extra: str
 ) -> subprocess.Popen[bytes]:

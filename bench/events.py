@@ -81,20 +81,7 @@ class EventSetup:
 
         def start() -> list:
             for _ in range(processes):
-                argv = [
-                    PYTHON,
-                    "-m",
-                    "bench.floors",
-                    mode,
-                    "--url",
-                    self.ctx.amqp_url,
-                    "--queue",
-                    self.floor_queue,
-                    "--prefetch",
-                    str(prefetch),
-                    "--exe",
-                    str(self.entrypoint),
-                ]
+                argv = core.floor_argv(self.ctx, mode, self.floor_queue, prefetch, self.entrypoint)
                 procs.append(core.spawn(argv, self.ctx.tmp / "floors.log"))
             return procs
 

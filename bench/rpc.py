@@ -69,20 +69,7 @@ class RpcSetup:
         )
 
     def start_floor(self, mode: str, prefetch: int) -> None:
-        argv = [
-            PYTHON,
-            "-m",
-            "bench.floors",
-            mode,
-            "--url",
-            self.ctx.amqp_url,
-            "--queue",
-            self.floor_queue,
-            "--prefetch",
-            str(prefetch),
-            "--exe",
-            str(self.entrypoint),
-        ]
+        argv = core.floor_argv(self.ctx, mode, self.floor_queue, prefetch, self.entrypoint)
         proc = core.spawn(argv, self.ctx.tmp / "floors.log", stdout=-1)
         assert proc.stdout is not None
         if proc.stdout.readline().strip() != b"ready":
