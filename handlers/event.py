@@ -90,7 +90,10 @@ def normalise(event: Any) -> EventInput:
     model = BODY_MODELS.get(str(category))
     try:
         typed = model.model_validate(body) if model else None
-        fields = _normalised_fields(event, body, typed)
+        state = None
+        if isinstance(typed, ResourceStateEventBody):
+            state = (typed.old_state, typed.new_state, typed.status)
+        fields = _normalised_fields(event, body, state)
         return EventInput.model_validate({**event, **fields, "body": body})
     except ValidationError as error:
         raise ValueError(f"event does not fit: {error.errors()[0]['msg']}") from None
@@ -115,22 +118,18 @@ def _normalised_fast(event: Any) -> dict[str, Any] | None:
         return None
     if any(type(v) is not str for v in raw.values()):
         return None  # numbers, lists, objects: the model coerces or rejects them
-    body = {k: unescape_text(v) for k, v in raw.items()}
-    state = event.get("category") == "ResourceStateEvent"
-    status = body.get("status")
+    body = _decoded(raw)
+    state = None
+    if event.get("category") == "ResourceStateEvent":
+        old, new = (
+            _aliased(body, "old-state", "old_state"),
+            _aliased(body, "new-state", "new_state"),
+        )
+        state = (old, new, body.get("status"))
     return {
         "routing_key": key,
         **{f: event.get(f) for f in _KEY_FIELDS},
-        "event": body.get("event") or body.get("commandEventType") or event.get("type"),
-        "resource_id": body.get("id")
-        or body.get("entityuuid")
-        or body.get("instanceUuid")
-        or event.get("resource_uuid"),
-        "old_state": _aliased(body, "old-state", "old_state") if state else None,
-        "new_state": _aliased(body, "new-state", "new_state") if state else None,
-        "phase": PHASES.get(status or "") if state else None,
-        "status": status,
-        "event_date_time": body.get("eventDateTime"),
+        **_normalised_fields(event, body, state),
         "body": body,
     }
 
@@ -145,23 +144,23 @@ def _decoded(body: dict[str, Any]) -> dict[str, Any]:
 
 
 def _normalised_fields(
-    event: Mapping[str, Any], body: dict[str, Any], typed: Any
+    event: Mapping[str, Any], body: dict[str, Any], state: tuple[Any, Any, Any] | None
 ) -> dict[str, Any]:
+    """The normalised fields, as strings, in `EventInput`'s field order; `state` is the
+    (old state, new state, status) of a ResourceStateEvent body, None for other categories."""
+    old, new, transition = state or (None, None, None)
     fields: dict[str, Any] = {
         "event": body.get("event") or body.get("commandEventType") or event.get("type"),
         "resource_id": body.get("id")
         or body.get("entityuuid")
         or body.get("instanceUuid")
         or event.get("resource_uuid"),
+        "old_state": old,
+        "new_state": new,
+        "phase": PHASES.get(transition or "") if state else None,
         "status": body.get("status"),
         "event_date_time": body.get("eventDateTime"),
     }
-    if isinstance(typed, ResourceStateEventBody):
-        fields.update(
-            old_state=typed.old_state,
-            new_state=typed.new_state,
-            phase=PHASES.get(typed.status or ""),
-        )
     return {key: None if value is None else str(value) for key, value in fields.items()}
 
 
