@@ -216,8 +216,10 @@ async def preload(
     *,
     persistent: bool = True,
     headers: dict[str, Any] | None = None,
+    reply_to: str | None = None,
 ) -> None:
-    """Publish `count` copies with confirms (as CloudStack does: persistent text/plain)."""
+    """Publish `count` copies with confirms (as CloudStack does: persistent text/plain);
+    `reply_to` makes them RPC calls answered into that queue."""
     connection = await connect(ctx)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -235,7 +237,11 @@ async def preload(
                 *(
                     target.publish(
                         aio_pika.Message(
-                            body, content_type="text/plain", delivery_mode=mode, headers=headers
+                            body,
+                            content_type="text/plain",
+                            delivery_mode=mode,
+                            headers=headers,
+                            reply_to=reply_to,
                         ),
                         routing_key,
                         mandatory=False,

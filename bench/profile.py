@@ -21,9 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import aio_pika
 import orjson
-import yaml
 
 from csext.worker import constants as c
 from csext.worker.app import Worker
@@ -31,7 +29,7 @@ from csext.worker.logs import configure_logging
 
 from . import core
 from .events import EventSetup
-from .rpc import STATUS_PY, STATUS_SH
+from .rpc import STATUS_PY, STATUS_SH, RpcSetup
 
 
 def broker_cpu() -> float:
@@ -57,55 +55,43 @@ async def drained(ctx: core.Ctx, queue: str) -> None:
 
 
 class _Target:
-    """What one profile run drains: the events queue, or the RPC queue of calls."""
+    """What one profile run drains: an event extension's queue, or an orchestrator's RPC
+    queue of calls (answered into a queue of ours that nobody reads)."""
 
     def __init__(self, ctx: core.Ctx, args: argparse.Namespace) -> None:
         self.ctx, self.rpc = ctx, args.path == "rpc"
-        script = core.NOOP_SH if args.runtime == "exec" else core.coprocess_script()
+        exec_runtime = args.runtime == "exec"
+        setup: EventSetup | RpcSetup
         if self.rpc:
-            script = STATUS_SH if args.runtime == "exec" else core.coprocess_script(STATUS_PY)
-        self.setup = EventSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
-        if self.rpc:  # the same extension folder, as an orchestrator
-            manifest = self.setup.registry / self.setup.name / "extension.yaml"
-            doc = yaml.safe_load(manifest.read_text())
-            doc["spec"]["hook"] = "orchestrator"
-            doc["spec"].pop("events", None)
-            manifest.write_text(yaml.safe_dump(doc))
+            script = STATUS_SH if exec_runtime else core.coprocess_script(STATUS_PY)
+            setup = RpcSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
+        else:
+            script = core.NOOP_SH if exec_runtime else core.coprocess_script()
+            setup = EventSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
+        self.setup = setup
         self.replies = ctx.name("replies")
-        self.queue = (c.rpc_queue if self.rpc else c.events_queue)(self.setup.name)
+        self.queue = (c.rpc_queue if self.rpc else c.events_queue)(setup.name)
 
     async def declare(self) -> None:
-        await self.setup.declare()
+        if isinstance(self.setup, EventSetup):
+            await self.setup.declare()
+        else:
+            await core.declare_extension_queues(self.ctx, self.setup.name, [])
         connection = await core.connect(self.ctx)
         async with connection:
             channel = await connection.channel()
             await channel.declare_queue(self.replies, auto_delete=False)
 
     async def preload(self, count: int) -> None:
-        if not self.rpc:
-            await core.preload(self.ctx, self.ctx.exchange, self.setup.key, self.setup.body, count)
+        if isinstance(self.setup, EventSetup):
+            setup = self.setup
+            await core.preload(self.ctx, self.ctx.exchange, setup.key, setup.body, count)
             return
-        # Calls as RpcClient sends them, answered into a queue of ours (read by nobody).
-        connection = await core.connect(self.ctx)
-        async with connection:
-            channel = await connection.channel(publisher_confirms=True)
-            body = orjson.dumps({"action": "status", "payload": {}})
-            deadline = int((time.time() + 3600) * 1000)
-            for start in range(0, count, 500):
-                await asyncio.gather(
-                    *(
-                        channel.default_exchange.publish(
-                            aio_pika.Message(
-                                body,
-                                reply_to=self.replies,
-                                correlation_id=str(start + i),
-                                headers={c.HEADER_DEADLINE: deadline},
-                            ),
-                            self.queue,
-                        )
-                        for i in range(min(500, count - start))
-                    )
-                )
+        body = orjson.dumps({"action": "status", "payload": {}})
+        deadline = {c.HEADER_DEADLINE: int((time.time() + 3600) * 1000)}
+        await core.preload(
+            self.ctx, "", self.queue, body, count, headers=deadline, reply_to=self.replies
+        )
 
     async def cleanup(self) -> None:
         await core.delete_extension(self.ctx, self.setup.name)
