@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 import aio_pika
 import orjson
 import pytest
+from workerkit import wait_until
 
 from csext.schemas.run import Outcome, RunResult
 from csext.worker import topology
@@ -44,13 +44,6 @@ async def _collect(channel: aio_pika.abc.AbstractChannel, unique: str) -> list[t
     return seen
 
 
-async def _until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not predicate():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.asyncio
 async def test_batches_per_routing_key_on_time_and_size(amqp_url: str, unique: str) -> None:
     connection = await aio_pika.connect(amqp_url)
@@ -62,7 +55,8 @@ async def test_batches_per_routing_key_on_time_and_size(amqp_url: str, unique: s
         for _ in range(3):
             timed.record(_record(unique, Outcome.SUCCESS))
         timed.record(_record(unique, Outcome.FAILED, 2))
-        await _until(lambda: len(seen) == 2)  # neither full nor closed: the timer sent them
+        # Neither full nor closed: the timer sends them.
+        await wait_until(lambda: len(seen) == 2, timeout=10)
         by_key = dict(seen)
         assert [r["outcome"] for r in by_key[f"{unique}.success"]] == ["success"] * 3
         assert [r["exit_code"] for r in by_key[f"{unique}.failed"]] == [2]
@@ -71,9 +65,9 @@ async def test_batches_per_routing_key_on_time_and_size(amqp_url: str, unique: s
         sized = RunRecorder(runs, flush_interval=3600, max_batch=100)
         for _ in range(250):  # 2 full batches go at once, the rest on close
             sized.record(_record(unique, Outcome.SUCCESS))
-        await _until(lambda: len(seen) == 2)
+        await wait_until(lambda: len(seen) == 2, timeout=10)
         await sized.aclose()
-        await _until(lambda: len(seen) == 3)
+        await wait_until(lambda: len(seen) == 3, timeout=10)
         assert [len(body) for _, body in seen] == [100, 100, 50]
 
 
