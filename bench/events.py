@@ -26,6 +26,7 @@ class EventSetup:
         concurrency: int = 8,
         body_size: int = 0,
         timeout: float = 30,
+        prefetch: int | None = None,
     ) -> None:
         self.ctx = ctx
         self.token = uuid.uuid4().hex[:8]
@@ -40,6 +41,7 @@ class EventSetup:
             concurrency=concurrency,
             timeout=timeout,
             patterns=[self.pattern],
+            **({} if prefetch is None else {"prefetch": prefetch}),
         )
         self.entrypoint = folder / "run"
         self.concurrency = concurrency
@@ -187,38 +189,41 @@ async def wait_ready_count(ctx: Ctx, queue: str, count: int, timeout: float = 60
 
 async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
     setup = EventSetup(ctx, core.coprocess_script(), runtime="coprocess", concurrency=8)
+    unheld = EventSetup(
+        ctx, core.coprocess_script(), runtime="coprocess", concurrency=8, prefetch=8
+    )
     await setup.declare()
+    await unheld.declare()
     raw_count, count = ctx.n(20000), ctx.n(10000)
-    raws, ours, chatty, celeries = [], [], [], []
+    raws, ours, chatty, bare, celeries = [], [], [], [], []
     celery = core.has("celery")
     try:
         for _ in range(ctx.repeats):
             raws.append(await setup.floor_rate("ack", raw_count, 100))
             ours.append(await setup.csext_rate(count))
             chatty.append(await setup.csext_rate(count, CSEXT_LOG_SUCCESSFUL_RUNS="true"))
+            bare.append(await unheld.csext_rate(count))
             if celery:
                 celeries.append(await celery_event_rate(ctx, count))
     finally:
         await setup.cleanup()
+        await unheld.cleanup()
     raw, mine = Stat.of(raws), Stat.of(ours)
     section.add(Row("raw aio-pika: consume and ack (prefetch 100)", rate_figures(raw)))
     core.ratio_row(
         section,
-        "csext worker, coprocess runtime (Python, concurrency 8)",
+        "csext worker, coprocess runtime (Python, concurrency 8, default prefetch 16)",
         rate_figures(mine),
         mine.median,
         raw.median,
         0.6,
     )
-    logged = Stat.of(chatty)
-    core.ratio_row(
-        section,
-        "same, log_successful_runs: true (a JSON log line per run)",
-        rate_figures(logged),
-        logged.median,
-        raw.median,
-        None,
-    )
+    for label, samples in (
+        ("same, log_successful_runs: true (a JSON log line per run)", chatty),
+        ("same, spec.prefetch: 8 (no delivery held beyond the running ones)", bare),
+    ):
+        stat = Stat.of(samples)
+        core.ratio_row(section, label, rate_figures(stat), stat.median, raw.median, None)
     if celery:
         cel = Stat.of(celeries)
         section.add(Row("Celery worker -c 2 prefork, no result backend", rate_figures(cel)))

@@ -188,6 +188,10 @@ class Spec(_Model):
     timeout: Annotated[float, Field(gt=0, le=86400)] = 60.0
     retry: RetryPolicy = RetryPolicy()
     concurrency: Annotated[int, Field(ge=1, le=1024)] = 4
+    prefetch: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Deliveries a worker holds per queue, running or waiting for a run slot; at least
+    `concurrency`. Default: `concurrency` (exec), 2 x `concurrency` (coprocess); see
+    `effective_prefetch`."""
     enabled: bool = True
     env: dict[str, str] = {}
     secrets: list[Annotated[str, Field(pattern=SECRET_NAME_PATTERN)]] = []
@@ -207,6 +211,28 @@ class Spec(_Model):
                 )
             object.__setattr__(self, "hook", hook)
         return self
+
+    @model_validator(mode="after")
+    def _prefetch_covers_concurrency(self) -> Spec:
+        if self.prefetch is not None and self.prefetch < self.concurrency:
+            raise ValueError(
+                f"spec.prefetch ({self.prefetch}) is below spec.concurrency "
+                f"({self.concurrency}): at most {self.prefetch} could ever run at once; "
+                f"set it to at least {self.concurrency}, or leave it out"
+            )
+        return self
+
+    @property
+    def effective_prefetch(self) -> int:
+        """The consumers' prefetch: `prefetch`, else `concurrency` for exec (a held delivery
+        could wait minutes behind long runs while another worker idles) and 2 x `concurrency`
+        for coprocess (short, high-rate runs: one spare delivery per slot keeps the warm
+        processes busy between acks: +17 % events/s, bench/optimisations.md)."""
+        if self.prefetch is not None:
+            return self.prefetch
+        if self.runtime is Runtime.COPROCESS:
+            return min(2 * self.concurrency, 65535)
+        return self.concurrency
 
     @field_validator("env")
     @classmethod

@@ -156,6 +156,16 @@ def test_validate_names_file_field_and_fix(hello: Cli) -> None:
     assert [r["ok"] for r in json.loads(hello("validate", "--json", ok=False).stdout)] == [False]
 
 
+def test_validate_names_a_prefetch_below_concurrency(hello: Cli) -> None:
+    path = hello.registry / "hello" / "extension.yaml"
+    path.write_text(path.read_text().replace("timeout: 30", "timeout: 30\n  prefetch: 1"))
+    hello.manifest("hello")  # still YAML
+    result = hello("validate", ok=False)
+    assert result.exit_code == 1
+    assert "spec.prefetch (1) is below spec.concurrency" in result.stdout
+    assert "set it to at least" in result.stdout
+
+
 def test_validate_reports_bad_test_case(hello: Cli) -> None:
     case = hello.registry / "hello" / "tests" / "broken.yaml"
     case.write_text("action: x\nexpect: {exitcode: 0}\n")

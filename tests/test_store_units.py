@@ -11,9 +11,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from csext.schemas.errors import ConfigError
+from csext.schemas.manifest import Spec
 from csext.schemas.versions import VersionRange, parse_version, version_in_range
 from csext.store import git, secrets
 from csext.store.files import content_problems, update_spec
+
+
+@pytest.mark.parametrize(
+    ("spec", "prefetch"),
+    [
+        ({"concurrency": 8}, 8),
+        ({"concurrency": 8, "runtime": "coprocess"}, 16),
+        ({"concurrency": 8, "runtime": "coprocess", "prefetch": 8}, 8),
+        ({"concurrency": 2, "prefetch": 50}, 50),
+    ],
+)
+def test_effective_prefetch(spec: dict, prefetch: int) -> None:
+    assert Spec(hook="event", entrypoint="run", **spec).effective_prefetch == prefetch
 
 
 @pytest.mark.parametrize(

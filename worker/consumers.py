@@ -47,7 +47,7 @@ class ExtensionConsumer:
         self, connection: AbstractConnection, on_event: Handler, on_call: Handler
     ) -> None:
         self._channel = channel = await connection.channel()
-        await channel.set_qos(prefetch_count=self.ext.spec.concurrency)
+        await channel.set_qos(prefetch_count=self.ext.spec.effective_prefetch)
         self._rpc = await topology.declare_rpc_queue(channel, self.ext.name)
         self._events = await topology.declare_events_queue(channel, self.ext.name, self._settings)
         await self._bind_events(set(event_patterns(self.ext.spec)))
@@ -116,9 +116,15 @@ class ExtensionConsumer:
         """Apply a changed manifest; runs already started keep the old one."""
         old, self.ext = self.ext, ext
         await self._bind_events(set(event_patterns(ext.spec)))
-        if ext.spec.concurrency != old.spec.concurrency and self._channel is not None:
+        if ext.spec.concurrency != old.spec.concurrency:
             self._limit = asyncio.Semaphore(ext.spec.concurrency)
-            await self._channel.set_qos(prefetch_count=ext.spec.concurrency)
+        prefetch = ext.spec.effective_prefetch
+        if prefetch != old.spec.effective_prefetch and self._channel is not None:
+            # RabbitMQ applies basic.qos to consumers started after it, not to running ones:
+            # consume again (deliveries already held stay on the channel and are settled).
+            await self._channel.set_qos(prefetch_count=prefetch)
+            for consumer in self._consumers:
+                await consumer.restart()
 
     async def stop_consuming(self) -> None:
         self._stopping = True

@@ -151,6 +151,16 @@ class DirectConsumer:
         ok = await underlay.basic_consume(self.queue, self._deliver)
         self._tag = ok.consumer_tag
 
+    async def restart(self) -> None:
+        """Consume again, so that the channel's current prefetch applies to this consumer."""
+        if self._channel.is_closed:
+            return  # reopening: the robust channel restores the new prefetch, then we resubscribe
+        tag, self._tag = self._tag, None
+        if tag is not None:
+            underlay = await self._channel.get_underlay_channel()
+            await underlay.basic_cancel(tag)  # deliveries sent before its CancelOk still arrive
+        await self.resubscribe()
+
     async def _deliver(self, message: DeliveredMessage) -> None:
         await self._on_delivery(Delivery(message))
 
