@@ -67,7 +67,13 @@ class _Target:
             setup = RpcSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
         else:
             script = core.NOOP_SH if exec_runtime else core.coprocess_script()
-            setup = EventSetup(ctx, script, runtime=args.runtime, concurrency=args.concurrency)
+            setup = EventSetup(
+                ctx,
+                script,
+                runtime=args.runtime,
+                concurrency=args.concurrency,
+                prefetch=args.prefetch,
+            )
         self.setup = setup
         self.replies = ctx.name("replies")
         self.queue = (c.rpc_queue if self.rpc else c.events_queue)(setup.name)
@@ -139,6 +145,9 @@ def main() -> None:
     parser.add_argument("path", choices=["events", "rpc"], nargs="?", default="events")
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="events: spec.prefetch (default: the runtime's)"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--cprofile", metavar="FILE")

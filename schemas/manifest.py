@@ -227,7 +227,7 @@ class Spec(_Model):
         """The consumers' prefetch: `prefetch`, else `concurrency` for exec (a held delivery
         could wait minutes behind long runs while another worker idles) and 2 x `concurrency`
         for coprocess (short, high-rate runs: one spare delivery per slot keeps the warm
-        processes busy between acks: +17 % events/s, bench/optimisations.md)."""
+        processes busy between acks: +18 % events/s, bench/optimisations.md)."""
         if self.prefetch is not None:
             return self.prefetch
         if self.runtime is Runtime.COPROCESS:

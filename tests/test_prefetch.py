@@ -58,9 +58,7 @@ def gated(tmp_path: Path, unique: str):
     return registry, out, write
 
 
-async def test_prefetch_holds_deliveries_beyond_the_running_ones(
-    gated, unique, amqp_url, tmp_path
-):
+async def test_prefetch_holds_deliveries_beyond_the_running_ones(gated, unique, amqp_url, tmp_path):
     registry, out, write = gated
     write(concurrency=1, prefetch=3)
     settings = settings_for(amqp_url, registry, f"{unique}-pf", tmp_path)

@@ -156,10 +156,14 @@ class DirectConsumer:
         if self._channel.is_closed:
             return  # reopening: the robust channel restores the new prefetch, then we resubscribe
         tag, self._tag = self._tag, None
-        if tag is not None:
-            underlay = await self._channel.get_underlay_channel()
-            await underlay.basic_cancel(tag)  # deliveries sent before its CancelOk still arrive
-        await self.resubscribe()
+        try:
+            if tag is not None:
+                underlay = await self._channel.get_underlay_channel()
+                await underlay.basic_cancel(tag)  # deliveries sent before CancelOk still arrive
+            await self.resubscribe()
+        except Exception:  # never left without a consumer: the owner retries until it consumes
+            log.warning("could not consume %s again (new prefetch)", self.queue, exc_info=True)
+            self._on_cancelled(self)
 
     async def _deliver(self, message: DeliveredMessage) -> None:
         await self._on_delivery(Delivery(message))
