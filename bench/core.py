@@ -151,15 +151,28 @@ class Section:
         print(f"  {label:<58} skipped: {reason}", flush=True)
 
 
+def paired_ratio(values: Sequence[float], floors: Sequence[float]) -> float:
+    """The median of per-repeat ratios. Each repeat runs the floor and csext back to back, so
+    a shared machine that slows down between repeats moves both sides of a ratio together; a
+    ratio of two medians would divide samples taken minutes apart."""
+    ratios = [v / f for v, f in zip(values, floors, strict=True) if f]
+    return statistics.median(ratios) if ratios else float("nan")
+
+
 def ratio_row(
     section: Section,
     label: str,
     figures: dict[str, str],
-    value: float,
-    floor: float,
+    value: float | Sequence[float],
+    floor: float | Sequence[float],
     goal: float | None,
     goal_text: str = "",
 ) -> Row:
+    """A row with `value ÷ floor`: per-repeat samples (paired, see `paired_ratio`) or two
+    figures measured apart (e.g. a peer measured before csext)."""
+    if isinstance(value, Sequence) and isinstance(floor, Sequence):
+        value, floor = paired_ratio(value, floor), 1.0
+    assert isinstance(value, float | int) and isinstance(floor, float | int)
     ratio = value / floor if floor and floor == floor and value == value else None
     met = None if goal is None or ratio is None else ratio >= goal
     text = goal_text or (f"≥ {goal:g}x" if goal is not None else "")

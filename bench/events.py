@@ -124,8 +124,8 @@ async def b1_exec_events(ctx: Ctx, section: Section) -> None:
         section,
         "csext worker, exec runtime (concurrency 8)",
         rate_figures(mine),
-        mine.median,
-        floor.median,
+        ours,
+        floors,
         0.9,
     )
     section.notes.append(
@@ -214,8 +214,8 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
         section,
         "csext worker, coprocess runtime (Python, concurrency 8, default prefetch 16)",
         rate_figures(mine),
-        mine.median,
-        raw.median,
+        ours,
+        raws,
         0.6,
     )
     for label, samples in (
@@ -223,11 +223,11 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
         ("same, spec.prefetch: 8 (no delivery held beyond the running ones)", bare),
     ):
         stat = Stat.of(samples)
-        core.ratio_row(section, label, rate_figures(stat), stat.median, raw.median, None)
+        core.ratio_row(section, label, rate_figures(stat), samples, raws, None)
     if celery:
         cel = Stat.of(celeries)
         section.add(Row("Celery worker -c 2 prefork, no result backend", rate_figures(cel)))
-        core.ratio_row(section, "csext coprocess ÷ Celery", {}, mine.median, cel.median, 2.0)
+        core.ratio_row(section, "csext coprocess ÷ Celery", {}, ours, celeries, 2.0)
     else:
         section.skip(
             "Celery worker -c 2 prefork", "celery not installed (pip install -e '.[bench]')"
@@ -258,8 +258,8 @@ async def b5_horizontal(ctx: Ctx, section: Section) -> None:
         section,
         "raw aio-pika ack-only, 2 processes (÷ 1 process)",
         rate_figures(r2),
-        r2.median,
-        r1.median,
+        raw2,
+        raw1,
         None,
     )
     section.add(Row("csext coprocess events, `csext worker --processes 1`", rate_figures(one)))
@@ -267,8 +267,8 @@ async def b5_horizontal(ctx: Ctx, section: Section) -> None:
         section,
         "csext coprocess events, `--processes 2` (÷ 1 process)",
         rate_figures(two),
-        two.median,
-        one.median,
+        twos,
+        ones,
         1.25,
     )
     section.notes.append(f"{count} events per csext sample, {raw_count} per raw sample.")
@@ -282,8 +282,10 @@ async def b8_event_curve(ctx: Ctx, section: Section) -> None:
         )
         await setup.declare()
         try:
-            raws = [await setup.floor_rate("ack", count, 100) for _ in range(ctx.repeats)]
-            ours = [await setup.csext_rate(count) for _ in range(ctx.repeats)]
+            raws, ours = [], []
+            for _ in range(ctx.repeats):
+                raws.append(await setup.floor_rate("ack", count, 100))
+                ours.append(await setup.csext_rate(count))
         finally:
             await setup.cleanup()
         raw, mine = Stat.of(raws), Stat.of(ours)
@@ -292,8 +294,8 @@ async def b8_event_curve(ctx: Ctx, section: Section) -> None:
             section,
             f"events, coprocess, body {label} (raw ack-only {raw.show()})",
             rate_figures(mine),
-            mine.median,
-            raw.median,
+            ours,
+            raws,
             None,
         )
     for concurrency in (1, 4, 16):

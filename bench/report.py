@@ -23,8 +23,10 @@ def render(sections: list[Section], facts: dict[str, str], command: str, seconds
         + "` on "
         + time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         + f" ({seconds / 60:.1f} min). Every ratio is taken against a floor measured in the same "
-        "run on the same broker; absolute figures depend on the machine. Figures are the median "
-        "of the samples, with their range in brackets. Regenerate with `make bench`.",
+        "run on the same broker: the median of per-repeat ratios, each repeat running the floor "
+        "and csext back to back (the RPC peers, measured before csext, compare medians). "
+        "Absolute figures depend on the machine. Figures are the median of the samples, with "
+        "their range in brackets. Regenerate with `make bench`.",
         "",
         "## Summary",
         "",

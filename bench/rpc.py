@@ -124,7 +124,11 @@ def figures(samples: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def median_rate(samples: list[dict[str, Any]]) -> float:
-    return Stat.of(s["rate"] for s in samples).median
+    return Stat.of(rates(samples)).median
+
+
+def rates(samples: list[dict[str, Any]]) -> list[float]:
+    return [s["rate"] for s in samples]
 
 
 async def measure_pair(
@@ -151,8 +155,8 @@ async def b3_exec_rpc(ctx: Ctx, section: Section) -> None:
                 section,
                 f"csext exec runtime, {inflight} in flight",
                 figures(ours),
-                median_rate(ours),
-                median_rate(floors),
+                rates(ours),
+                rates(floors),
                 0.9,
             )
     section.notes.append(
@@ -176,8 +180,8 @@ async def b4_coprocess_rpc(ctx: Ctx, section: Section) -> None:
                 section,
                 f"csext coprocess runtime, {inflight} in flight",
                 figures(ours),
-                median_rate(ours),
-                median_rate(floors),
+                rates(ours),
+                rates(floors),
                 0.8,
             )
             for peer, by_inflight in peers.items():
