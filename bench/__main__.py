@@ -131,7 +131,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="run these benchmarks: " + ", ".join(b[0] for b in BENCHMARKS),
     )
     parser.add_argument("--list", action="store_true", help="list the benchmarks and exit")
-    parser.add_argument("--repeats", type=int, help="samples per figure (default 3; smoke 1)")
+    parser.add_argument("--repeats", type=int, help="samples per figure (default 5; smoke 1)")
     parser.add_argument(
         "--amqp-url",
         default=os.environ.get("CSEXT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
@@ -149,7 +149,7 @@ async def server_version(ctx: Ctx) -> str:
 
 async def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Section], Ctx, float]:
     ctx = Ctx(amqp_url=args.amqp_url, smoke=args.smoke, tmp=tmp)
-    ctx.repeats = args.repeats or (1 if args.smoke else 3)
+    ctx.repeats = args.repeats or (1 if args.smoke else 5)
     if args.smoke:
         ctx.seconds, ctx.warmup = 0.3, 0.0
     wanted = set(args.only)

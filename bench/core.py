@@ -59,7 +59,7 @@ class Ctx:
     amqp_url: str
     smoke: bool
     tmp: Path
-    repeats: int = 3
+    repeats: int = 5
     seconds: float = 3.0
     """Measured seconds per RPC sample (after `warmup`)."""
     warmup: float = 0.5
