@@ -269,6 +269,18 @@ async def ready_count(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
     return declared.declaration_result.message_count or 0
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of the whole machine so far, from /proc/stat; (0, 0) elsewhere."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
 async def drain_rate(
     ctx: Ctx,
     queue: str,
@@ -276,8 +288,9 @@ async def drain_rate(
     prefetch: int,
     start: Callable[[], list[subprocess.Popen[bytes]]],
     timeout: float = 300.0,
-) -> tuple[float, list[subprocess.Popen[bytes]]]:
-    """Start the consumer(s) on a queue holding `count` messages; messages/s while draining.
+) -> tuple[float, float]:
+    """Start the consumer(s) on a queue holding `count` messages: (messages/s while draining,
+    the fraction of the machine's CPU time that was busy meanwhile, every process counted).
 
     The window runs from the first poll that sees the backlog shrink to the first that sees it
     empty (polled every 5 ms on a separate connection); at the start the consumer has taken
@@ -291,11 +304,12 @@ async def drain_rate(
         procs = start()
         give_up = time.monotonic() + timeout
         first = None
+        jiffies = (0, 0)
         while True:
             ready = await ready_count(channel, queue)
             now = time.perf_counter()
             if first is None and ready < count:
-                first = now
+                first, jiffies = now, cpu_jiffies()
             if ready == 0:
                 break
             if time.monotonic() > give_up or any(p.poll() is not None for p in procs):
@@ -305,7 +319,8 @@ async def drain_rate(
             await asyncio.sleep(0.005)
         assert first is not None
         elapsed = max(now - first, 1e-6)
-        return max(1, count - prefetch) / elapsed, procs
+        busy, total = (end - begin for end, begin in zip(cpu_jiffies(), jiffies, strict=True))
+        return max(1, count - prefetch) / elapsed, busy / total if total > 0 else float("nan")
 
 
 async def delete_queues(ctx: Ctx, *queues: str) -> None:

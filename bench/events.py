@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 
+from csext.schemas.manifest import Spec
 from csext.worker import constants as c
 
 from . import core
@@ -45,6 +46,15 @@ class EventSetup:
         )
         self.entrypoint = folder / "run"
         self.concurrency = concurrency
+        self.prefetch = Spec(
+            hook="event",
+            entrypoint="run",
+            runtime=runtime,
+            concurrency=concurrency,
+            prefetch=prefetch,
+        ).effective_prefetch
+        self.last_busy = float("nan")
+        """Fraction of the machine's CPU busy during the last drain (core.drain_rate)."""
         self.body = core.event_body(body_size)
         self.floor_queue = ctx.name(f"floor-{self.token}")
         self.log = ctx.tmp / f"{self.name}.log"
@@ -70,8 +80,8 @@ class EventSetup:
             return procs
 
         try:
-            rate, _ = await core.drain_rate(
-                self.ctx, c.events_queue(self.name), count, self.concurrency * processes, start
+            rate, self.last_busy = await core.drain_rate(
+                self.ctx, c.events_queue(self.name), count, self.prefetch * processes, start
             )
         finally:
             core.stop(*procs)
@@ -88,7 +98,7 @@ class EventSetup:
             return procs
 
         try:
-            rate, _ = await core.drain_rate(
+            rate, self.last_busy = await core.drain_rate(
                 self.ctx, self.floor_queue, count, prefetch * processes, start
             )
         finally:
@@ -98,6 +108,12 @@ class EventSetup:
     async def cleanup(self) -> None:
         await core.delete_extension(self.ctx, self.name)
         await core.delete_queues(self.ctx, self.floor_queue)
+
+
+def percent(fractions: list[float]) -> str:
+    """The median of the measured fractions (a drain shorter than a clock tick has none)."""
+    measured = [f for f in fractions if f == f]
+    return f"{Stat.of(measured).median:.0%}" if measured else "n/a"
 
 
 def rate_figures(stat: Stat) -> dict[str, str]:
@@ -243,35 +259,51 @@ async def b5_horizontal(ctx: Ctx, section: Section) -> None:
     setup = EventSetup(ctx, core.coprocess_script(), runtime="coprocess", concurrency=8)
     await setup.declare()
     count, raw_count = ctx.n(10000), ctx.n(20000)
-    ones, twos, raw1, raw2 = [], [], [], []
+    samples: dict[str, tuple[list[float], list[float]]] = {
+        key: ([], []) for key in ("raw1", "raw2", "one", "two")
+    }
+
+    def keep(key: str, rate: float) -> None:
+        samples[key][0].append(rate)
+        samples[key][1].append(setup.last_busy)
+
     try:
         for _ in range(ctx.repeats):
-            raw1.append(await setup.floor_rate("ack", raw_count, 100))
-            raw2.append(await setup.floor_rate("ack", raw_count, 100, processes=2))
-            ones.append(await setup.csext_rate(count, processes=1))
-            twos.append(await setup.csext_rate(count, processes=2))
+            keep("raw1", await setup.floor_rate("ack", raw_count, 100))
+            keep("raw2", await setup.floor_rate("ack", raw_count, 100, processes=2))
+            keep("one", await setup.csext_rate(count, processes=1))
+            keep("two", await setup.csext_rate(count, processes=2))
     finally:
         await setup.cleanup()
-    r1, r2, one, two = (Stat.of(x) for x in (raw1, raw2, ones, twos))
-    section.add(Row("raw aio-pika ack-only, 1 process", rate_figures(r1)))
+
+    def figures(key: str) -> dict[str, str]:
+        rates, busy = samples[key]
+        return rate_figures(Stat.of(rates)) | {"CPU busy": percent(busy)}
+
+    section.add(Row("raw aio-pika ack-only, 1 process", figures("raw1")))
     core.ratio_row(
         section,
         "raw aio-pika ack-only, 2 processes (÷ 1 process)",
-        rate_figures(r2),
-        raw2,
-        raw1,
+        figures("raw2"),
+        samples["raw2"][0],
+        samples["raw1"][0],
         None,
     )
-    section.add(Row("csext coprocess events, `csext worker --processes 1`", rate_figures(one)))
+    section.add(Row("csext coprocess events, `csext worker --processes 1`", figures("one")))
     core.ratio_row(
         section,
         "csext coprocess events, `--processes 2` (÷ 1 process)",
-        rate_figures(two),
-        twos,
-        ones,
+        figures("two"),
+        samples["two"][0],
+        samples["one"][0],
         1.25,
     )
-    section.notes.append(f"{count} events per csext sample, {raw_count} per raw sample.")
+    section.notes.append(
+        f"{count} events per csext sample, {raw_count} per raw sample. CPU busy: the share of "
+        "the whole machine's CPU time (every process, the broker's included, /proc/stat) used "
+        "during the drain. What one csext process leaves idle is all a second process on this "
+        "machine can use: more workers scale with more cores or more hosts."
+    )
 
 
 async def b8_event_curve(ctx: Ctx, section: Section) -> None:
