@@ -124,7 +124,7 @@ async def b1_exec_events(ctx: Ctx, section: Section) -> None:
     """csext exec runtime vs raw consume-and-spawn, same no-op script, same prefetch."""
     setup = EventSetup(ctx, core.NOOP_SH, concurrency=8)
     await setup.declare()
-    count = ctx.n(2000)
+    count = ctx.n(4000)
     floors, ours = [], []
     try:
         for _ in range(ctx.repeats):
