@@ -205,3 +205,35 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
+
+
+async def test_changed_queue_settings_keep_existing_queues_working(
+    tmp_path: Path, unique: str, amqp_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Queue arguments cannot change: a worker started after `delivery_limit` and the runs
+    log's bounds changed uses the existing queues as they are and says how to apply the new
+    values, instead of failing to start with PRECONDITION_FAILED."""
+    registry, out = tmp_path / "registry", tmp_path / "out"
+    out.mkdir()
+    write_extension(registry, unique, f"#!/bin/sh\necho ran >> {out}/runs\n")
+    exchange = f"{unique}-limit"
+    try:
+        async with running_worker(
+            settings_for(amqp_url, registry, exchange, tmp_path, delivery_limit=5)
+        ):
+            pass
+        changed = settings_for(
+            amqp_url, registry, exchange, tmp_path, delivery_limit=3, runs_log_max_age="6D"
+        )
+        async with running_worker(changed) as worker:
+            assert unique in worker.consumers
+            await publish_event(amqp_url, exchange, KEY, b'{"event":"VM.START"}')
+            await wait_until(lambda: (out / "runs").exists(), what="the event ran")
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(
+            c.events_queue(unique) in w and "x-delivery-limit" in w and "delete_queue" in w
+            for w in warnings
+        ), warnings
+        assert any(c.RUNS_LOG_QUEUE in w and "x-max-age" in w for w in warnings), warnings
+    finally:
+        await delete_extension_queues(amqp_url, unique)

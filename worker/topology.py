@@ -7,12 +7,17 @@ these functions rather than by hand.
 
 from __future__ import annotations
 
+import logging
+
 from aio_pika import ExchangeType
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
 from pamqp.common import FieldTable
 
 from . import constants as c
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 RPC_MAX_TTL_MS = 3_600_000
 """Upper bound on how long an RPC call may wait in its queue, whatever its own expiration."""
@@ -41,14 +46,13 @@ async def declare_runs_exchange(channel: AbstractChannel) -> AbstractExchange:
 async def declare_runs_log(channel: AbstractChannel, settings: Settings) -> AbstractQueue:
     """A RabbitMQ stream keeping recent run records, bounded by size and age, readable from any
     host (`csext runs`, `csext show`) without a database."""
-    queue = await channel.declare_queue(
-        c.RUNS_LOG_QUEUE,
-        durable=True,
-        arguments={
-            "x-queue-type": "stream",
-            "x-max-length-bytes": settings.runs_log_max_bytes,
-            "x-max-age": settings.runs_log_max_age,
-        },
+    arguments: FieldTable = {
+        "x-queue-type": "stream",
+        "x-max-length-bytes": settings.runs_log_max_bytes,
+        "x-max-age": settings.runs_log_max_age,
+    }
+    queue = await _declare_keeping_arguments(
+        channel, c.RUNS_LOG_QUEUE, arguments, "delete it (its run records go with it)"
     )
     await queue.bind(c.RUNS_EXCHANGE, "#")
     return queue
@@ -116,9 +120,55 @@ def events_queue_arguments(settings: Settings) -> FieldTable:
 async def declare_events_queue(
     channel: AbstractChannel, extension: str, settings: Settings
 ) -> AbstractQueue:
-    return await channel.declare_queue(
-        c.events_queue(extension), durable=True, arguments=events_queue_arguments(settings)
+    return await _declare_keeping_arguments(
+        channel,
+        c.events_queue(extension),
+        events_queue_arguments(settings),
+        "let it drain, delete it",
     )
+
+
+async def _declare_keeping_arguments(
+    channel: AbstractChannel, name: str, arguments: FieldTable, how: str
+) -> AbstractQueue:
+    """Declare a durable queue, or use it as it is when it was declared with other arguments.
+
+    A queue's arguments cannot change: after an operator changes `delivery_limit` or the runs
+    log bounds, the existing queues keep the old values, and declaring them with the new ones
+    would close the channel (PRECONDITION_FAILED) and stop the worker from starting. So the
+    declaration is tried first on a throwaway channel; on a mismatch the queue is used as it
+    is, with a warning that says how to apply the new value (`how`: what to do with the queue).
+    """
+    mismatch = await _declare_mismatch(channel, name, arguments)
+    if mismatch is None:
+        return await channel.declare_queue(name, durable=True, arguments=arguments)
+    log.warning(
+        "queue %s keeps the arguments it was first declared with (%s); the new settings apply "
+        "to new queues. To apply them here: stop the workers, %s (rabbitmqctl delete_queue %s) "
+        "and start again",
+        name,
+        mismatch,
+        how,
+        name,
+    )
+    return await channel.declare_queue(name, passive=True)
+
+
+async def _declare_mismatch(
+    channel: AbstractChannel, queue: str, arguments: FieldTable
+) -> str | None:
+    """The broker's reason when declaring `queue` with `arguments` fails as inequivalent, None
+    when it succeeds; tried on a channel of its own, since the failure closes the channel."""
+    underlay = await channel.get_underlay_channel()
+    probe = await underlay.connection.channel()
+    try:
+        await probe.queue_declare(queue, durable=True, arguments=arguments)
+    except ChannelPreconditionFailed as exc:
+        return str(exc.args[0] if exc.args else exc)
+    finally:
+        if not probe.is_closed:
+            await probe.close()
+    return None
 
 
 async def declare_rpc_queue(channel: AbstractChannel, extension: str) -> AbstractQueue:
