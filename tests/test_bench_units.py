@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
+# bench/ is a folder of the repository, not part of the installed package (the smoke test runs
+# it as `python -m bench` from the root); this module imports its arithmetic directly.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.core import paired_ratio
 
 
