@@ -71,9 +71,7 @@ async def test_prefetch_holds_deliveries_beyond_the_running_ones(gated, unique, 
                 lambda: _ready_is(amqp_url, queue, 2), what="3 held, 2 ready", timeout=10
             )
             assert started(out) == 1, "spec.concurrency still bounds the runs"
-            (out / "gate").touch()
-            await wait_until(lambda: started(out) == 5, what="every event ran")
-            await wait_until(lambda: _ready_is(amqp_url, queue, 0), what="all settled")
+            await _open_gate_and_drain(out, amqp_url, queue, 5)
     finally:
         (out / "gate").touch()
         await delete_extension_queues(amqp_url, unique)
@@ -97,9 +95,7 @@ async def test_a_live_concurrency_change_reaches_the_prefetch(gated, unique, amq
             # The run already started keeps the old limit; the new consumer takes 3 more.
             await wait_until(lambda: started(out) == 4, what="3 more runs", timeout=10)
             await wait_until(lambda: _ready_is(amqp_url, queue, 2), what="4 held, 2 ready")
-            (out / "gate").touch()
-            await wait_until(lambda: started(out) == 6, what="every event ran")
-            await wait_until(lambda: _ready_is(amqp_url, queue, 0), what="all settled")
+            await _open_gate_and_drain(out, amqp_url, queue, 6)
     finally:
         (out / "gate").touch()
         await delete_extension_queues(amqp_url, unique)
@@ -107,3 +103,9 @@ async def test_a_live_concurrency_change_reaches_the_prefetch(gated, unique, amq
 
 async def _ready_is(amqp_url: str, queue: str, count: int) -> bool:
     return await queue_messages(amqp_url, queue) == count
+
+
+async def _open_gate_and_drain(out: Path, amqp_url: str, queue: str, events: int) -> None:
+    (out / "gate").touch()
+    await wait_until(lambda: started(out) == events, what="every event ran")
+    await wait_until(lambda: _ready_is(amqp_url, queue, 0), what="all settled")
