@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import aio_pika
 import pytest
 import yaml
 from workerkit import (
@@ -237,3 +238,38 @@ async def test_changed_queue_settings_keep_existing_queues_working(
         assert any(c.RUNS_LOG_QUEUE in w and "x-max-age" in w for w in warnings), warnings
     finally:
         await delete_extension_queues(amqp_url, unique)
+
+
+async def test_an_extension_that_cannot_start_does_not_stop_the_others(
+    tmp_path: Path, unique: str, amqp_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another connection holds one extension's events queue (exclusive): the worker starts,
+    the other extension consumes, and the blocked one is retried until it consumes too."""
+    registry, out = tmp_path / "registry", tmp_path / "out"
+    out.mkdir()
+    healthy, blocked = f"{unique}-ok", f"{unique}-held"
+    for name in (healthy, blocked):
+        write_extension(registry, name, f"#!/bin/sh\necho {name} >> {out}/runs\n")
+    exchange = f"{unique}-isolated"
+
+    def ran() -> list[str]:
+        path = out / "runs"
+        return path.read_text().split() if path.exists() else []
+
+    holder = await aio_pika.connect(amqp_url)
+    try:
+        channel = await holder.channel()
+        await channel.declare_queue(c.events_queue(blocked), exclusive=True)
+        async with running_worker(settings_for(amqp_url, registry, exchange, tmp_path)) as worker:
+            assert healthy in worker.consumers and blocked not in worker.consumers
+            await publish_event(amqp_url, exchange, KEY, b'{"event":"VM.START"}')
+            await wait_until(lambda: healthy in ran(), what="the healthy extension ran")
+            assert any(blocked in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+
+            await holder.close()  # the exclusive queue goes with its connection
+            await wait_until(lambda: blocked in worker.consumers, what="the retry", timeout=15)
+            await publish_event(amqp_url, exchange, KEY, b'{"event":"VM.START"}')
+            await wait_until(lambda: blocked in ran(), what="the retried extension ran")
+    finally:
+        await holder.close()
+        await delete_extension_queues(amqp_url, healthy, blocked)

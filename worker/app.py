@@ -30,7 +30,7 @@ from csext.store.secrets import load_secrets, secrets_path
 
 from . import constants as c
 from . import topology
-from .consumers import ExtensionConsumer
+from .consumers import RECOVERY_DELAYS, ExtensionConsumer
 from .deadletter import DeadLetterPublisher
 from .events import EventDelivery
 from .execution import Executor
@@ -65,6 +65,9 @@ class Worker:
         self._watcher: RegistryWatcher | None = None
         self.recorder: RunRecorder | None = None
         self._reconcile_lock = asyncio.Lock()
+        self._retries = 0
+        """Reconciles in a row that left an extension failing (for the retry backoff)."""
+        self._retry: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or `request_stop`), then shut down cleanly."""
@@ -164,13 +167,36 @@ class Worker:
             view = await asyncio.to_thread(load_registry, self.settings.registry, self._secrets())
             self.view = view
             wanted = {ext.name: ext for ext in view.enabled()}
+            failed: list[str] = []
             for name in sorted(set(self.consumers) - set(wanted)):
                 consumer = self.consumers.pop(name)
                 log.info("extension %s stopped", name)
-                await consumer.remove(self.settings.shutdown_grace)
+                try:
+                    await consumer.remove(self.settings.shutdown_grace)
+                except Exception:
+                    log.exception("extension %s: could not stop cleanly", name)
                 await self.runtimes.forget(name)
             for name, ext in wanted.items():
-                await self._add_or_update(name, ext)
+                try:
+                    await self._add_or_update(name, ext)
+                except Exception as exc:  # one extension must not keep the others from consuming
+                    failed.append(name)
+                    log.error("extension %s could not start consuming: %s", name, exc)
+            self._retry_failed(failed)
+
+    def _retry_failed(self, failed: list[str]) -> None:
+        """Reconcile again later while an extension fails to start (broker trouble, a queue
+        held by someone else): never give up silently on an enabled extension."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if not failed:
+            self._retries = 0
+            return
+        delay = RECOVERY_DELAYS[min(self._retries, len(RECOVERY_DELAYS) - 1)]
+        self._retries += 1
+        log.warning("retrying %s in %gs", ", ".join(failed), delay)
+        self._retry = asyncio.get_running_loop().call_later(delay, self.schedule_reload)
 
     def _secrets(self) -> dict[str, dict[str, str]]:
         """Secret values by extension; a bad secrets file disables only what needs it."""
@@ -186,7 +212,13 @@ class Worker:
         if consumer is None:
             assert self._connection is not None
             consumer = ExtensionConsumer(ext, self.settings, self.tasks)
-            await consumer.start(self._connection, self.events.handle, self.rpc.handle)
+            try:
+                await consumer.start(self._connection, self.events.handle, self.rpc.handle)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await consumer.stop_consuming()
+                    await consumer.close()
+                raise
             self.consumers[name] = consumer
             log.info("extension %s consuming", name, extra={"version": ext.version})
         elif consumer.ext.manifest != ext.manifest or consumer.ext.entrypoint != ext.entrypoint:
@@ -214,6 +246,8 @@ class Worker:
             task.cancel()
 
     async def shutdown(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
         if self._watcher is not None:
             await self._watcher.stop()
         for consumer in self.consumers.values():
