@@ -30,7 +30,7 @@ from csext.store.secrets import load_secrets, secrets_path
 
 from . import constants as c
 from . import topology
-from .consumers import RECOVERY_DELAYS, ExtensionConsumer
+from .consumers import ExtensionConsumer, recovery_delay
 from .deadletter import DeadLetterPublisher
 from .events import EventDelivery
 from .execution import Executor
@@ -193,7 +193,7 @@ class Worker:
         if not failed:
             self._retries = 0
             return
-        delay = RECOVERY_DELAYS[min(self._retries, len(RECOVERY_DELAYS) - 1)]
+        delay = recovery_delay(self._retries)
         self._retries += 1
         log.warning("retrying %s in %gs", ", ".join(failed), delay)
         self._retry = asyncio.get_running_loop().call_later(delay, self.schedule_reload)

@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[Extension, Delivery], Awaitable[None]]
 RECOVERY_DELAYS = (0.5, 1, 2, 5, 10, 30)
-"""Seconds between attempts to declare a deleted extension queue again (then every 30 s)."""
+"""Seconds between attempts to consume an extension queue again (then every 30 s)."""
+
+
+def recovery_delay(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (0-based) of a failed consume."""
+    return RECOVERY_DELAYS[min(attempt, len(RECOVERY_DELAYS) - 1)]
 
 
 class ExtensionConsumer:
@@ -97,7 +102,7 @@ class ExtensionConsumer:
                 log.info("consuming %s again", consumer.queue)
                 return
             except Exception as exc:
-                delay = RECOVERY_DELAYS[min(attempt, len(RECOVERY_DELAYS) - 1)]
+                delay = recovery_delay(attempt)
                 log.warning(
                     "cannot consume %s yet (%s); retrying in %gs", consumer.queue, exc, delay
                 )

@@ -155,11 +155,8 @@ class DirectConsumer:
         """Consume again, so that the channel's current prefetch applies to this consumer."""
         if self._channel.is_closed:
             return  # reopening: the robust channel restores the new prefetch, then we resubscribe
-        tag, self._tag = self._tag, None
         try:
-            if tag is not None:
-                underlay = await self._channel.get_underlay_channel()
-                await underlay.basic_cancel(tag)  # deliveries sent before CancelOk still arrive
+            await self._unsubscribe()
             await self.resubscribe()
         except Exception:  # never left without a consumer: the owner retries until it consumes
             log.warning("could not consume %s again (new prefetch)", self.queue, exc_info=True)
@@ -187,6 +184,11 @@ class DirectConsumer:
         self._stopped = True
         if isinstance(self._channel, aio_pika.RobustChannel):
             self._channel.reopen_callbacks.discard(self._reopened)
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
+        """Cancel the current consumer tag, if any; deliveries sent before the broker's
+        CancelOk still arrive and are handled."""
         tag, self._tag = self._tag, None
         if tag is not None and not self._channel.is_closed:
             underlay = await self._channel.get_underlay_channel()
