@@ -23,6 +23,7 @@ from . import core, events, rpc, scale
 from .core import Ctx, Row, Section, Stat
 from .forward_latency import measure as forward_measure
 from .report import render
+from .stats import percentile
 
 Bench = Callable[[Ctx, Section], Awaitable[None]]
 
@@ -36,7 +37,7 @@ async def b6_forward(ctx: Ctx, section: Section) -> None:
                 label,
                 {
                     "p50": f"{Stat.of(values).median:.1f} ms",
-                    "p99": f"{core.percentile(values, 99):.1f} ms",
+                    "p99": f"{percentile(values, 99):.1f} ms",
                 },
             )
         )

@@ -5,7 +5,7 @@ Starts a real worker (in a child process) with one extension, `noop`, whose entr
 CloudStack would (a new process each time) and prints p50/p99. Also times the part that is
 csext's own start-up: `csext forward --help` (no broker) and `python -c pass`.
 
-usage: .venv/bin/python bench/forward_latency.py [--runs 50] [--amqp-url URL]
+usage: .venv/bin/python -m bench.forward_latency [--runs 50] [--amqp-url URL]
 (`python -m bench` runs it as benchmark 6.)
 """
 
@@ -26,13 +26,9 @@ from pathlib import Path
 import aio_pika
 import yaml
 
+from .stats import percentile
+
 CSEXT = Path(sys.executable).parent / "csext"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def timed(argv: list[str], runs: int, env: dict[str, str], check: bool = True) -> list[float]:

@@ -20,14 +20,9 @@ import aio_pika
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from .stats import percentile
+
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
 
 
 async def run(args: argparse.Namespace) -> dict[str, float]:

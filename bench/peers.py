@@ -22,14 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .stats import percentile
+
 PAYLOAD = {"virtualmachinename": "i-2-4-VM"}
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))]
 
 
 def summary(latencies: list[float], seconds: float) -> dict[str, float]:
