@@ -18,14 +18,17 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && git config --system safe.directory '*'
 
-# pyproject.toml maps worker/ handlers/ schemas/ store/ into csext.*, so install from a copy of
+# pyproject.toml maps each part folder (schemas/ handlers/ worker/ store/ bridges/ cli/ sdk/) into csext.*, so install from a copy of
 # the repository root layout, then drop the sources.
 WORKDIR /tmp/csext-src
 COPY pyproject.toml README.md ./
-COPY worker/ worker/
-COPY handlers/ handlers/
 COPY schemas/ schemas/
+COPY handlers/ handlers/
+COPY worker/ worker/
 COPY store/ store/
+COPY bridges/ bridges/
+COPY cli/ cli/
+COPY sdk/ sdk/
 RUN pip install . && cd / && rm -rf /tmp/csext-src
 
 RUN groupadd --system --gid 10001 csext \

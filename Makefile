@@ -13,14 +13,14 @@ BIN := $(VENV)/bin
 # Touched after a successful `pip install -e`; reinstalls only when pyproject.toml is newer.
 STAMP := $(VENV)/.csext-installed
 # mypy cannot follow setuptools' editable import hook, so it reads the code through a
-# csext/ tree of symlinks (pyproject.toml maps worker/ handlers/ schemas/ store/ into csext.*).
+# csext/ tree of symlinks (pyproject.toml maps each part folder into csext.*).
 MYPY_PATH := $(VENV)/mypy-path
-PACKAGES := worker handlers schemas store
+PACKAGES := schemas handlers worker store bridges cli sdk
 REGISTRY ?= extensions
 PYTEST_ARGS ?=
 COMPOSE ?= docker compose
 
-.PHONY: help install rabbitmq run test lint format mypy all bench bench-smoke faults up down \
+.PHONY: help install rabbitmq test-tools run test lint format mypy all bench bench-smoke faults up down \
 	logs clean distclean
 
 help: ## List the targets
@@ -40,11 +40,14 @@ install: $(STAMP) ## Create .venv and install csext editable with test and dev e
 rabbitmq: ## Make sure RabbitMQ answers on 127.0.0.1:5672 (installs and starts it if needed)
 	@bash scripts/ensure-rabbitmq.sh </dev/null
 
+test-tools: ## Install what the suite drives besides Python (Groovy, JDK + jars, Chromium)
+	@bash scripts/ensure-test-tools.sh </dev/null
+
 run: install rabbitmq ## Run a worker on ./extensions in the foreground (Ctrl-C stops it)
 	@bash scripts/how-to-try.sh $(REGISTRY) $(BIN)
 	exec $(BIN)/csext worker --registry $(REGISTRY)
 
-test: install rabbitmq ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k name -x")
+test: install rabbitmq test-tools ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k name -x")
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install ## Lint with ruff

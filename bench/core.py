@@ -21,8 +21,8 @@ from typing import Any
 import aio_pika
 import yaml
 
-from csext.worker import constants as c
-from csext.worker import topology
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
 from csext.worker.settings import Settings, redact_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ NOOP_SH = "#!/bin/sh\nexit 0\n"
 NOOP_PY_COPROCESS = """#!{python}
 import sys
 sys.path.insert(0, {sdk_dir!r})
-from coprocess_sdk import serve
+from coprocess import serve
 
 def handle(action, payload):
     return None
@@ -370,7 +370,7 @@ def write_extension(
 
 
 def coprocess_script(template: str = NOOP_PY_COPROCESS) -> str:
-    return template.format(python=PYTHON, sdk_dir=str(ROOT / "store"))
+    return template.format(python=PYTHON, sdk_dir=str(ROOT / "sdk"))
 
 
 def worker_env(ctx: Ctx, registry: Path, **extra: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 
 from csext.schemas.manifest import Spec
-from csext.worker import constants as c
+from csext.worker.amqp import names as c
 
 from . import core
 from .core import PYTHON, ROOT, Ctx, Row, Section, Stat
@@ -250,7 +250,7 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
         )
     section.notes.append(
         f"{raw_count} events per raw sample, {count} per csext/Celery sample. The coprocess is "
-        "a Python `handle` returning None on the stdlib helper (store/coprocess_sdk.py). "
+        "a Python `handle` returning None on the stdlib helper (sdk/coprocess.py). "
         "Celery runs its own default: a classic queue, acks before the task, prefetch 4 x 2."
     )
 

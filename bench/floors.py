@@ -22,7 +22,7 @@ import subprocess
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
-from csext.worker.runner import install_child_watcher
+from csext.worker.runtimes.runner import install_child_watcher
 
 
 async def run_exe(exe: str) -> bytes:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from csext.worker import constants as c
+from csext.worker.amqp import names as c
 from csext.worker.app import Worker
 from csext.worker.logs import configure_logging
 

@@ -11,7 +11,7 @@ import os
 import uuid
 from typing import Any
 
-from csext.worker import constants as c
+from csext.worker.amqp import names as c
 
 from . import core
 from .core import PYTHON, ROOT, Ctx, Row, Section, Stat

@@ -9,8 +9,8 @@ cases pass in either runtime (docs/coprocess.md).
 - bash: the `case` lives in a `handle` function (`return`, never `exit`, no `set -e`: it runs
   inside the long-lived shell), followed by the protocol loop of csext's bash template.
 
-One source each: the helper is `coprocess_sdk.py` (also importable as
-`csext.worker.sdk.coprocess`), and the bash protocol loop is the one of the starter template
+One source each: the helper is `sdk/coprocess.py` (importable as
+`csext.sdk.coprocess`), and the bash protocol loop is the one of the starter template
 `templates/coprocess/bash/main.sh`.
 """
 
@@ -31,7 +31,7 @@ _TEMPLATES = resources.files("csext.store").joinpath("templates", "coprocess")
 
 def sdk_text() -> str:
     """The coprocess helper, as copied into Python scaffolds."""
-    return resources.files("csext.store").joinpath("coprocess_sdk.py").read_text("utf-8")
+    return resources.files("csext.sdk").joinpath("coprocess.py").read_text("utf-8")
 
 
 # --- bash ----------------------------------------------------------------------------------

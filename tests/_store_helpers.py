@@ -121,6 +121,6 @@ def csext(env: dict[str, str], *args: str) -> Any:
     """Run the real `csext` app in-process (typer's CliRunner); returns the result."""
     from typer.testing import CliRunner
 
-    from csext.worker.cli import app
+    from csext.cli.app import app
 
     return CliRunner().invoke(app, list(args), env=env)

@@ -32,7 +32,7 @@ def csext(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None, tim
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "csext.worker", *args],
+        [sys.executable, "-m", "csext.cli", *args],
         input=stdin,
         capture_output=True,
         env=full_env,

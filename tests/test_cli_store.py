@@ -15,8 +15,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from csext.worker.cli import app
-from csext.worker.constants import CONTROL_EXCHANGE
+from csext.cli.app import app
+from csext.worker.amqp.names import CONTROL_EXCHANGE
 
 BROKER_DOWN = "amqp://guest:guest@127.0.0.1:1/"
 

@@ -17,19 +17,19 @@ from typing import Any
 import orjson
 import pytest
 
-from csext.worker.coprocess import (
+from csext.worker.runtimes.coprocess import (
     CoprocessLimits,
     CoprocessPool,
     CoprocessRuntime,
     group_rss_kb,
     process_env,
 )
-from csext.worker.runner import RunRequest
+from csext.worker.runtimes.runner import RunRequest
 from csext.worker.settings import DEFAULT_PATH
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "store" / "templates" / "coprocess"
-SDK = REPO / "store" / "coprocess_sdk.py"
+SDK = REPO / "sdk" / "coprocess.py"
 
 BASE_ENV = {
     "PATH": DEFAULT_PATH,

@@ -21,9 +21,9 @@ from workerkit import (
 )
 
 from csext.schemas.event import build_routing_key
-from csext.worker import constants as c
-from csext.worker import topology
-from csext.worker.dlq import list_dead, matcher, replay_dead
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
+from csext.worker.amqp.dlq import list_dead, matcher, replay_dead
 
 pytestmark = pytest.mark.broker
 
@@ -33,7 +33,7 @@ KEY = build_routing_key("ActionEvent", "VM.STOP", "VirtualMachine", "vm-3")
 def dead_cli(amqp_url: str, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
     return subprocess.run(
-        [sys.executable, "-m", "csext.worker", "dead", *args, "--amqp-url", amqp_url],
+        [sys.executable, "-m", "csext.cli", "dead", *args, "--amqp-url", amqp_url],
         capture_output=True,
         env=env,
         timeout=60,

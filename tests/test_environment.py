@@ -9,8 +9,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from csext.worker.environment import event_key, extension_env
-from csext.worker.runner import ExecRunner, RunRequest
+from csext.worker.runtimes.environment import event_key, extension_env
+from csext.worker.runtimes.runner import ExecRunner, RunRequest
 
 INSPECT = Path(__file__).parent / "fixtures" / "runner" / "inspect.py"
 

@@ -20,8 +20,8 @@ from csext.schemas.event import CloudStackEvent
 from csext.schemas.manifest import HookType, Manifest, Spec
 from csext.schemas.run import Outcome
 from csext.store.testcases import load_cases
-from csext.worker.extension_test import CaseResult, expectation_failures
-from csext.worker.runner import ExecRunner, RunRequest
+from csext.worker.runtimes.runner import ExecRunner, RunRequest
+from csext.worker.testrun import CaseResult, expectation_failures
 
 ROOT = Path(__file__).resolve().parent.parent / "extensions"
 EXAMPLES = sorted(p.name for p in ROOT.iterdir() if (p / "extension.yaml").is_file())

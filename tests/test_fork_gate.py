@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from csext.worker.coprocess import CoprocessLimits, CoprocessRuntime
-from csext.worker.runner import ExecRunner, RunRequest, install_child_watcher
+from csext.worker.runtimes.coprocess import CoprocessLimits, CoprocessRuntime
+from csext.worker.runtimes.runner import ExecRunner, RunRequest, install_child_watcher
 
 COPROCESS = """#!/usr/bin/env python3
 import json, sys

@@ -17,9 +17,9 @@ from pamqp import body as pamqp_body
 from pamqp import commands, frame, header
 from workerkit import running_worker, settings_for, write_extension
 
-from csext.worker import fastamqp, forward
+from csext.bridges import fastamqp, forward
 
-CSEXT = [sys.executable, "-m", "csext.worker"]
+CSEXT = [sys.executable, "-m", "csext.cli"]
 
 # CloudStack's own Orchestrator contract, as its in-tree scripts implement it: argv 1-3, the
 # payload file read as JSON, one JSON line out, exit code 0 only on success.

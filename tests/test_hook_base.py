@@ -6,12 +6,12 @@ import orjson
 import pytest
 from typer.testing import CliRunner
 
+from csext.cli.app import app
 from csext.handlers import all_handlers, get_handler, json_schemas
 from csext.handlers.base import exit_meanings, find_secrets, scrub
 from csext.schemas.hooks.common import Meaning
 from csext.schemas.manifest import HookType, Spec
 from csext.schemas.run import Outcome, RunResult
-from csext.worker.cli import app
 
 
 def spec(hook: str, **extra) -> Spec:

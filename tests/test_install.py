@@ -30,7 +30,7 @@ from csext.store.install import (
     split_target,
     update_extension,
 )
-from csext.worker.constants import CONTROL_EXCHANGE
+from csext.worker.amqp.names import CONTROL_EXCHANGE
 
 
 @pytest.fixture

@@ -21,13 +21,13 @@ import yaml
 from typer.testing import CliRunner
 from workerkit import running_worker, settings_for
 
-from csext.worker import ipmitool
-from csext.worker.cli import app
+from csext.bridges import ipmitool
+from csext.cli.app import app
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from redfish_sim import RedfishSimulator
 
-CSEXT = [sys.executable, "-m", "csext.worker"]
+CSEXT = [sys.executable, "-m", "csext.cli"]
 REDFISH = Path(__file__).resolve().parent.parent / "extensions" / "redfish-power"
 BASE = ["-I", "lanplus", "-R", "1", "-v"]
 

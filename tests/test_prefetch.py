@@ -20,7 +20,7 @@ from workerkit import (
 )
 
 from csext.schemas.event import build_routing_key
-from csext.worker.constants import events_queue
+from csext.worker.amqp.names import events_queue
 
 pytestmark = pytest.mark.broker
 

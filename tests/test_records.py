@@ -11,8 +11,8 @@ import pytest
 from workerkit import wait_until
 
 from csext.schemas.run import Outcome, RunResult
-from csext.worker import topology
-from csext.worker.records import RunRecorder, build_record
+from csext.worker.amqp import topology
+from csext.worker.amqp.records import RunRecorder, build_record
 
 
 def _record(extension: str, outcome: Outcome, exit_code: int = 0) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import yaml
 from csext.handlers import get_handler
 from csext.schemas.manifest import Manifest
 from csext.schemas.run import Outcome
-from csext.worker.runner import ExecRunner, RunRequest
+from csext.worker.runtimes.runner import ExecRunner, RunRequest
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 from redfish_sim import RedfishSimulator

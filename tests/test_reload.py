@@ -20,7 +20,7 @@ from workerkit import (
 )
 
 from csext.schemas.event import build_routing_key
-from csext.worker.constants import events_queue
+from csext.worker.amqp.names import events_queue
 
 pytestmark = pytest.mark.broker
 
@@ -39,7 +39,7 @@ async def store_cli(
     command = [
         sys.executable,
         "-m",
-        "csext.worker",
+        "csext.cli",
         *args,
         "--registry",
         str(registry),

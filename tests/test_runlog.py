@@ -11,8 +11,8 @@ import orjson
 import pytest
 from workerkit import delete_extension_queues, running_worker, settings_for, write_extension
 
-from csext.worker.rpc_client import RpcClient
-from csext.worker.runlog import format_runs, parse_duration, recent_runs
+from csext.worker.amqp.rpc_client import RpcClient
+from csext.worker.amqp.runlog import format_runs, parse_duration, recent_runs
 
 pytestmark = pytest.mark.broker
 
@@ -44,7 +44,7 @@ async def test_recent_runs_are_read_back_without_payloads(tmp_path, amqp_url, un
             [
                 sys.executable,
                 "-m",
-                "csext.worker",
+                "csext.cli",
                 "runs",
                 unique,
                 "--since",
@@ -64,7 +64,7 @@ async def test_recent_runs_are_read_back_without_payloads(tmp_path, amqp_url, un
             [
                 sys.executable,
                 "-m",
-                "csext.worker",
+                "csext.cli",
                 "show",
                 unique,
                 "--json",

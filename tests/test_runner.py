@@ -19,7 +19,7 @@ import pytest
 
 from csext.schemas.errors import ConfigError
 from csext.schemas.run import Outcome
-from csext.worker.runner import ExecRunner, RunRequest, install_child_watcher
+from csext.worker.runtimes.runner import ExecRunner, RunRequest, install_child_watcher
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runner"
 INSPECT = FIXTURES / "inspect.py"

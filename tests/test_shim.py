@@ -18,8 +18,8 @@ import pytest
 from typer.testing import CliRunner
 from workerkit import running_worker, settings_for, write_extension
 
-from csext.worker import cli_forward
-from csext.worker.cli import app
+from csext.cli import shim as cli_forward
+from csext.cli.app import app
 
 HARNESS = Path(__file__).parent / "data" / "kvm_agent_harness.groovy"
 DOMAIN = (

@@ -11,9 +11,9 @@ from workerkit import delete_extension_queues, running_worker, settings_for
 from csext.schemas.manifest import HookType, Runtime
 from csext.store import ops, query, scaffold, scaffold_coprocess
 from csext.store.testcases import load_cases
-from csext.worker.extension_test import run_cases_sync, select_cases
-from csext.worker.rpc_client import RpcClient
+from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.settings import load_settings
+from csext.worker.testrun import run_cases_sync, select_cases
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,15 +64,15 @@ def test_unknown_action_fails_in_both_languages(tmp_path: Path, runtime: Runtime
 
 def test_coprocess_scaffold_writes_the_helper_and_the_template_protocol(tmp_path: Path) -> None:
     """One source each: the helper module and the bash template's protocol loop."""
-    from csext.worker.sdk import coprocess as sdk
+    from csext.sdk import coprocess as sdk
 
-    assert sdk.serve.__module__ == "csext.store.coprocess_sdk"
+    assert sdk.serve.__module__ == "csext.sdk.coprocess"
     template = (ROOT / "store" / "templates" / "coprocess" / "bash" / "main.sh").read_text()
     assert template[template.index("# ---- protocol") :] == scaffold_coprocess.bash_protocol()
     store = ops.Store(tmp_path / "reg", tmp_path / "secrets.yaml")
     scaffold.new(store, "warm", HookType.EVENT, scaffold.Language.PYTHON, Runtime.COPROCESS)
     written = (store.root / "warm" / scaffold_coprocess.SDK_NAME).read_text()
-    assert written == (ROOT / "store" / "coprocess_sdk.py").read_text()
+    assert written == (ROOT / "sdk" / "coprocess.py").read_text()
     scaffold.new(store, "warmsh", HookType.EVENT, scaffold.Language.BASH, Runtime.COPROCESS)
     assert (
         (store.root / "warmsh" / "warmsh.sh")

@@ -21,7 +21,7 @@ from workerkit import (
 )
 
 from csext.schemas.event import build_routing_key
-from csext.worker import constants as c
+from csext.worker.amqp import names as c
 
 pytestmark = pytest.mark.broker
 

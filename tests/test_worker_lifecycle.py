@@ -24,8 +24,8 @@ from workerkit import (
 )
 
 from csext.schemas.event import build_routing_key
-from csext.worker import constants as c
-from csext.worker.rpc_client import RpcClient
+from csext.worker.amqp import names as c
+from csext.worker.amqp.rpc_client import RpcClient
 
 pytestmark = pytest.mark.broker
 

@@ -19,9 +19,9 @@ from workerkit import (
 )
 
 from csext.schemas.errors import CallTimeout
-from csext.worker import constants as c
-from csext.worker import topology
-from csext.worker.rpc_client import RpcClient
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
+from csext.worker.amqp.rpc_client import RpcClient
 
 pytestmark = pytest.mark.broker
 

@@ -17,8 +17,8 @@ import aio_pika
 import yaml
 from aio_pika.abc import AbstractIncomingMessage
 
-from csext.worker import constants as c
-from csext.worker import topology
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
 from csext.worker.app import Worker
 from csext.worker.settings import Settings
 
@@ -189,7 +189,7 @@ def start_worker_process(
     """A real `csext worker` process (or `launcher`, a test script standing in for
     `python -m csext.worker`); its log goes to `log` (default: run_dir/../worker.log)."""
     log = log or settings.run_dir.parent / "worker.log"
-    main = [str(launcher)] if launcher else ["-m", "csext.worker"]
+    main = [str(launcher)] if launcher else ["-m", "csext.cli"]
     with open(log, "ab") as sink:
         return subprocess.Popen(
             [sys.executable, *main, "worker", "--processes", str(processes)],

@@ -27,19 +27,18 @@ from tenacity import (
 from csext.schemas.errors import BrokerUnavailable, ConfigError
 from csext.store.registry import Extension, RegistryView, load_registry
 from csext.store.secrets import load_secrets, secrets_path
-
-from . import constants as c
-from . import topology
-from .consumers import ExtensionConsumer, recovery_delay
-from .deadletter import DeadLetterPublisher
-from .events import EventDelivery
-from .execution import Executor
-from .records import WORKER_ID, RunRecorder
-from .reload import RegistryWatcher
-from .rpc import RpcDelivery
-from .runner import ExecRunner, install_child_watcher
-from .runtimes import Runtimes
-from .settings import Settings
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
+from csext.worker.amqp.consumers import ExtensionConsumer, recovery_delay
+from csext.worker.amqp.deadletter import DeadLetterPublisher
+from csext.worker.amqp.records import WORKER_ID, RunRecorder
+from csext.worker.events import EventDelivery
+from csext.worker.reload import RegistryWatcher
+from csext.worker.rpc import RpcDelivery
+from csext.worker.runtimes.choice import Runtimes
+from csext.worker.runtimes.execution import Executor
+from csext.worker.runtimes.runner import ExecRunner, install_child_watcher
+from csext.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import logging
 import aio_pika
 import orjson
 
-from .constants import CONTROL_EXCHANGE
-from .settings import redact_url
+from csext.worker.amqp.names import CONTROL_EXCHANGE
+from csext.worker.settings import redact_url
 
 log = logging.getLogger(__name__)
 

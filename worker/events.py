@@ -31,14 +31,13 @@ from csext.schemas.event import event_fields, topic_matches
 from csext.schemas.manifest import RetryPolicy
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension
-
-from . import constants as c
-from .bindings import event_patterns
-from .deadletter import DeadLetterPublisher
-from .delivery import Incoming
-from .environment import event_key
-from .execution import Executor, RunContext, RunOutcome, run_limits
-from .records import mask
+from csext.worker.amqp import names as c
+from csext.worker.amqp.bindings import event_patterns
+from csext.worker.amqp.deadletter import DeadLetterPublisher
+from csext.worker.amqp.delivery import Incoming
+from csext.worker.amqp.records import mask
+from csext.worker.runtimes.environment import event_key
+from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome, run_limits
 
 log = logging.getLogger(__name__)
 
@@ -111,13 +110,13 @@ class EventDelivery:
                 await self._dead_letter(ext, message, exc, attempts)
             except Exception:
                 log.exception("could not dead-letter; requeued", extra={"extension": ext.name})
-                await _settle(message.nack(requeue=True))
+                await settle(message.nack(requeue=True))
                 return
         except Exception:
             log.exception("event path crashed; requeued", extra={"extension": ext.name})
-            await _settle(message.nack(requeue=True))
+            await settle(message.nack(requeue=True))
             return
-        await _settle(message.ack())
+        await settle(message.ack())
 
     async def _process(self, ext: Extension, message: Incoming, attempts: _Attempts) -> None:
         started = time.monotonic()
@@ -215,7 +214,7 @@ class EventDelivery:
         )
 
 
-async def _settle(operation: Any) -> None:
+async def settle(operation: Any) -> None:
     """Ack/nack, tolerating a channel that closed meanwhile (the broker redelivers then)."""
     try:
         await asyncio.shield(operation)

@@ -15,9 +15,8 @@ from pathlib import Path
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from csext.store.registry import MANIFEST_FILE
-
-from . import topology
-from .settings import Settings
+from csext.worker.amqp import topology
+from csext.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 

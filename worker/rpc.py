@@ -24,14 +24,13 @@ from csext.schemas.errors import describe_validation_error
 from csext.schemas.rpc import RpcError, RpcReply, RpcRequest
 from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension, RegistryView
-
-from . import constants as c
-from .deadletter import DeadLetterPublisher
-from .delivery import Incoming
-from .environment import event_key
-from .events import _settle
-from .execution import Executor, RunContext, RunOutcome, run_limits
-from .records import publish_raw
+from csext.worker.amqp import names as c
+from csext.worker.amqp.deadletter import DeadLetterPublisher
+from csext.worker.amqp.delivery import Incoming
+from csext.worker.amqp.records import publish_raw
+from csext.worker.events import settle
+from csext.worker.runtimes.environment import event_key
+from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome, run_limits
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +121,9 @@ class RpcDelivery:
         if reply is not None and not await self.reply(message, reply):
             # The reply was lost (connection being restored): hand the call back, so it runs
             # again while the caller still waits, or is dropped unrun once its deadline passed.
-            await _settle(message.nack(requeue=True))
+            await settle(message.nack(requeue=True))
             return
-        await _settle(message.ack())
+        await settle(message.ack())
 
     async def _call(self, ext: Extension, message: Incoming) -> RpcReply | bytes | None:
         limits = run_limits(ext)
@@ -198,7 +197,7 @@ class RpcDelivery:
                 detail="RPC calls must set the reply_to property (e.g. amq.rabbitmq.reply-to)",
             )
         )
-        await _settle(message.ack())
+        await settle(message.ack())
 
     async def handle_unrouted(self, view: Callable[[], RegistryView], message: Incoming) -> None:
         """A call csext.rpc could not route: the extension is unknown, disabled or broken."""
@@ -208,4 +207,4 @@ class RpcDelivery:
             await self.reply(message, RpcReply.failure(kind, text))
         else:
             log.warning("unroutable call without reply_to dropped: %s", text)
-        await _settle(message.ack())
+        await settle(message.ack())

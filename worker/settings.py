@@ -20,7 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from . import constants
+from csext.worker.amqp import names as constants
 
 DEFAULT_CONFIG_FILE = Path("/etc/csext/csext.yaml")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

@@ -16,7 +16,7 @@ import sys
 import time
 from types import FrameType
 
-from .settings import Settings
+from csext.worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Supervisor:
 
     def _spawn(self) -> None:
         child = subprocess.Popen(
-            [sys.executable, "-m", "csext.worker", "worker"], env=self._env, close_fds=True
+            [sys.executable, "-m", "csext.cli", "worker"], env=self._env, close_fds=True
         )
         self._children[child.pid] = child
         log.info("worker process started", extra={"pid": child.pid})

@@ -24,9 +24,9 @@ from workerkit import (
     wait_until,
 )
 
-from csext.worker import constants as c
-from csext.worker import topology
-from csext.worker.cgroups import Cgroups
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
+from csext.worker.runtimes.cgroups import Cgroups
 from csext.worker.settings import Settings
 
 HERE = Path(__file__).resolve().parent

@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from csext.cli.app import app
 from csext.worker import events
-from csext.worker.cli import app
 
 _original = events.EventDelivery._process
 

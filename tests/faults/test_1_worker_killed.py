@@ -19,8 +19,8 @@ import orjson
 import pytest
 from workerkit import settings_for, write_extension
 
-from csext.worker import constants as c
-from csext.worker.environment import event_key
+from csext.worker.amqp import names as c
+from csext.worker.runtimes.environment import event_key
 
 from ._kit import (
     DeadLetters,

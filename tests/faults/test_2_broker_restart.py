@@ -20,9 +20,9 @@ import pytest
 from workerkit import settings_for, write_extension
 
 from csext.schemas.errors import CsextError
-from csext.worker import constants as c
-from csext.worker.environment import event_key
-from csext.worker.rpc_client import RpcClient
+from csext.worker.amqp import names as c
+from csext.worker.amqp.rpc_client import RpcClient
+from csext.worker.runtimes.environment import event_key
 
 from ._kit import consumers_at_least, delete_queues, publish_many, start_worker, stop, wait_for
 from .conftest import FULL, size

@@ -25,11 +25,11 @@ from hypothesis import strategies as st
 from workerkit import settings_for, write_extension
 
 from csext.schemas.errors import DeadLetter
-from csext.worker import constants as c
-from csext.worker import topology
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
+from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.events import parse_event
 from csext.worker.rpc import BadCall, parse_call
-from csext.worker.rpc_client import RpcClient
 
 from ._kit import (
     DeadLetters,

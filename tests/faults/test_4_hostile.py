@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from workerkit import settings_for, write_extension
 
-from csext.worker import constants as c
-from csext.worker.rpc_client import RpcClient
-from csext.worker.runner import ExecRunner, RunRequest
+from csext.worker.amqp import names as c
+from csext.worker.amqp.rpc_client import RpcClient
+from csext.worker.runtimes.runner import ExecRunner, RunRequest
 
 from ._kit import (
     cgroups_available,

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from workerkit import settings_for, write_extension
 
-from csext.worker import constants as c
+from csext.worker.amqp import names as c
 
 from ._kit import (
     DeadLetters,

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from workerkit import settings_for, write_extension
 
-from csext.worker import constants as c
-from csext.worker import topology
-from csext.worker.rpc_client import RpcClient
+from csext.worker.amqp import names as c
+from csext.worker.amqp import topology
+from csext.worker.amqp.rpc_client import RpcClient
 
 from ._kit import (
     DeadLetters,
@@ -161,7 +161,7 @@ def _cli(settings, *args: str, url: str | None = None) -> bytes:  # type: ignore
         {"CSEXT_AMQP_URL": url or settings.amqp_url, "CSEXT_REGISTRY": str(settings.registry)}
     )
     done = subprocess.run(
-        [sys.executable, "-m", "csext.worker", *args], env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "csext.cli", *args], env=env, capture_output=True, timeout=60
     )
     return done.stdout + done.stderr
 

@@ -20,7 +20,7 @@ from _store_helpers import cli_env, commit_all, csext, git, git_status, make_reg
 from _store_helpers import write_extension as write_store_extension
 from test_bundle import build_bundle, manifest_text
 
-from csext.worker.runner import ExecRunner, RunRequest
+from csext.worker.runtimes.runner import ExecRunner, RunRequest
 
 SCENARIO = "8 disk full, read-only, no git"
 pytestmark = [pytest.mark.timeout(120)]

@@ -1,0 +1,54 @@
+"""`csext call`: print what the extension printed and exit with its exit code."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import orjson
+
+from csext.schemas.errors import BrokerUnavailable, CallTimeout
+from csext.worker.amqp.rpc_client import RpcClient
+from csext.worker.settings import Settings
+
+EXIT_UNAVAILABLE = 69
+EXIT_DATAERR = 65
+EXIT_TIMEOUT = 124
+EXIT_SOFTWARE = 70
+
+ERROR_EXIT = {
+    "unknown-extension": EXIT_UNAVAILABLE,
+    "disabled": EXIT_UNAVAILABLE,
+    "invalid-manifest": EXIT_UNAVAILABLE,
+    "bad-request": EXIT_DATAERR,
+    "timeout": EXIT_TIMEOUT,
+}
+
+
+async def run_call(
+    settings: Settings, name: str, action: str, payload: Any, timeout: float, as_json: bool
+) -> int:
+    try:
+        async with RpcClient(settings.amqp_url) as client:
+            reply = await client.call(name, action, payload, timeout=timeout)
+    except BrokerUnavailable as exc:
+        print(f"csext: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except CallTimeout as exc:
+        print(f"csext: {exc}", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if as_json:
+        sys.stdout.buffer.write(
+            orjson.dumps(reply.model_dump(mode="json"), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+    else:
+        sys.stdout.write(reply.stdout)
+        sys.stderr.write(reply.stderr)
+    ran = reply.exit_code is not None and reply.exit_code >= 0
+    if ran:
+        return reply.exit_code or 0
+    if reply.error is None:
+        return EXIT_SOFTWARE
+    if not as_json:
+        print(f"csext: {reply.error.kind}: {reply.error.message}", file=sys.stderr)
+    return ERROR_EXIT.get(reply.error.kind, EXIT_SOFTWARE)

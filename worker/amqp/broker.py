@@ -1,0 +1,55 @@
+"""Short-lived broker clients (CLI commands): one way to connect, one way to read a queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
+
+from csext.schemas.errors import BrokerUnavailable
+from csext.worker.settings import redact_url
+
+CONNECT_TIMEOUT = 5.0
+
+
+async def connect(amqp_url: str, timeout: float = CONNECT_TIMEOUT) -> AbstractConnection:
+    """A plain (non-robust) connection; BrokerUnavailable names the broker, never the password."""
+    try:
+        return await aio_pika.connect(amqp_url, timeout=timeout)
+    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise BrokerUnavailable(
+            f"cannot reach RabbitMQ at {redact_url(amqp_url)}: {reason}"
+        ) from None
+
+
+async def consume_until_quiet(
+    queue: AbstractQueue,
+    on_message: Callable[[AbstractIncomingMessage], Awaitable[bool]],
+    *,
+    quiet: float = 0.5,
+    timeout: float = 30.0,
+    arguments: dict[str, Any] | None = None,
+) -> None:
+    """Feed messages to `on_message` until it returns True (enough), the queue stays quiet for
+    `quiet` seconds, or `timeout` passes. For CLI reads of csext.dead and csext.runs.log."""
+    last = time.monotonic()
+    enough = asyncio.Event()
+
+    async def consume(message: AbstractIncomingMessage) -> None:
+        nonlocal last
+        last = time.monotonic()
+        if await on_message(message):
+            enough.set()
+
+    tag = await queue.consume(consume, arguments=arguments)
+    deadline = time.monotonic() + timeout
+    while not enough.is_set() and time.monotonic() - last < quiet and time.monotonic() < deadline:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(enough.wait(), quiet / 5)
+    await queue.cancel(tag)

@@ -1,1 +1,0 @@
-"""Helpers for extension authors: stdlib-only single files, meant to be imported or copied."""
