@@ -374,7 +374,7 @@ def test_fast_path_imports_nothing_heavy() -> None:
 
     probe = (
         "import sys; sys.argv=['csext','forward','--help']\n"
-        "from csext.worker import __main__ as m\n"
+        "from csext.cli import __main__ as m\n"
         "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
         "heavy=[n for n in ('aio_pika','typer','pydantic','yaml','pamqp','aiormq') "
         "if n in sys.modules]\n"

@@ -345,7 +345,7 @@ def test_broker_down_is_a_non_zero_exit_with_stderr_within_the_timeout(tmp_path,
 def test_fast_path_imports_nothing_heavy():
     probe = (
         "import sys; sys.argv=['csext','ipmitool','-V']\n"
-        "from csext.worker import __main__ as m\n"
+        "from csext.cli import __main__ as m\n"
         "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
         "heavy=[n for n in ('aio_pika','typer','pydantic','yaml','pamqp','aiormq') "
         "if n in sys.modules]\n"
