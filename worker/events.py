@@ -12,23 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from csext.handlers.event import accepts
-from csext.schemas.errors import DeadLetter, RetryableRun
+from csext.schemas.errors import DeadLetter
 from csext.schemas.event import event_fields, topic_matches
-from csext.schemas.manifest import RetryPolicy
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension
 from csext.worker.amqp import names as c
@@ -36,6 +27,7 @@ from csext.worker.amqp.bindings import event_patterns
 from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.delivery import Incoming
 from csext.worker.amqp.records import mask
+from csext.worker.retry import retry_runs
 from csext.worker.runtimes.environment import event_key
 from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome, run_limits
 
@@ -74,22 +66,6 @@ def parse_event(message: Incoming) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise DeadLetter("invalid-body", f"body must be a JSON object, got {type(body).__name__}")
     return event_fields(cloudstack_routing_key(message), body)
-
-
-def retrying(policy: RetryPolicy, attempts: int, elapsed: float = 0.0) -> AsyncRetrying:
-    """The retry loop; `elapsed`: seconds already spent on this event (counted in maxElapsed)."""
-    return AsyncRetrying(
-        stop=stop_after_attempt(attempts)
-        | stop_after_delay(max(0.0, policy.max_elapsed - elapsed)),
-        wait=wait_exponential_jitter(
-            multiplier=policy.backoff.initial,
-            max=policy.backoff.max,
-            exp_base=policy.backoff.multiplier,
-            jitter=policy.backoff.jitter,
-        ),
-        retry=retry_if_exception_type(RetryableRun),
-        reraise=True,
-    )
 
 
 class EventDelivery:
@@ -143,33 +119,22 @@ class EventDelivery:
         attempts.count = 1
         attempts.last = await self._run(ext, context(1))
         if attempts.last.interpretation.retry:
-            await self._retry(ext, attempts, context, limits.attempts, started)
+
+            async def again(attempt: int) -> RunOutcome:
+                attempts.count = attempt
+                return await self._run(ext, context(attempt))
+
+            attempts.last = await retry_runs(
+                ext.spec.retry,
+                limits.attempts,
+                attempts.last,
+                again,
+                elapsed=time.monotonic() - started,
+            )
+            if attempts.last.interpretation.retry:
+                raise DeadLetter("retries-exhausted", "the extension kept failing")
         if attempts.last.interpretation.outcome is not Outcome.SUCCESS:
             raise DeadLetter("extension-failed", "the extension failed (not retryable)")
-
-    async def _retry(
-        self,
-        ext: Extension,
-        attempts: _Attempts,
-        context: Callable[[int], RunContext],
-        limit: int,
-        started: float,
-    ) -> None:
-        """Runs 2..limit with tenacity's backoff; the first run (already done) is replayed as
-        tenacity's first attempt, so waits, attempts and maxElapsed count as if it ran there."""
-        replay = True
-        try:
-            async for attempt in retrying(ext.spec.retry, limit, time.monotonic() - started):
-                with attempt:
-                    if not replay:
-                        attempts.count += 1
-                        attempts.last = await self._run(ext, context(attempts.count))
-                    replay = False
-                    assert attempts.last is not None
-                    if attempts.last.interpretation.retry:
-                        raise RetryableRun(attempts.last.run_id)
-        except RetryableRun:
-            raise DeadLetter("retries-exhausted", "the extension kept failing") from None
 
     def _wanted(self, ext: Extension, event: dict[str, Any]) -> bool:
         route = self._routes.get(ext.name)

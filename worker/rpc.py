@@ -29,10 +29,14 @@ from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.delivery import Incoming
 from csext.worker.amqp.records import publish_raw
 from csext.worker.events import settle
+from csext.worker.retry import retry_runs
 from csext.worker.runtimes.environment import event_key
 from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome, run_limits
 
 log = logging.getLogger(__name__)
+
+MIN_RETRY_RUN = 0.5
+"""Seconds a retry needs at least before the caller's deadline, or it does not start."""
 
 
 class BadCall(Exception):
@@ -152,21 +156,29 @@ class RpcDelivery:
     async def _run_with_retries(
         self, ext: Extension, ctx: RunContext, deadline: float, attempts: int
     ) -> RunOutcome:
-        policy = ext.spec.retry
-        delay = policy.backoff.initial
-        attempt = 1
-        while True:
+        """Run, then retry on tenacity (worker/retry.py) while a retry can start before the
+        caller's deadline; each run's timeout is cut to the time the caller has left."""
+
+        async def run(attempt: int) -> RunOutcome:
             left = deadline - time.time() - self._margin
             timeout = max(0.001, min(ctx.timeout, left))
-            run_ctx = dataclasses.replace(ctx, attempt=attempt, timeout=timeout)
-            outcome = await self._executor.execute(ext, run_ctx)
-            if not outcome.interpretation.retry or attempt >= attempts:
-                return outcome
-            if deadline - time.time() - self._margin <= delay + 0.5:
-                return outcome
-            await asyncio.sleep(delay)
-            delay = min(policy.backoff.max, delay * policy.backoff.multiplier)
-            attempt += 1
+            return await self._executor.execute(
+                ext, dataclasses.replace(ctx, attempt=attempt, timeout=timeout)
+            )
+
+        started = time.monotonic()
+        first = await run(1)
+        if not first.interpretation.retry or attempts <= 1:
+            return first
+        budget = deadline - time.time() - self._margin - MIN_RETRY_RUN
+        return await retry_runs(
+            ext.spec.retry,
+            attempts,
+            first,
+            run,
+            elapsed=time.monotonic() - started,
+            budget=budget,
+        )
 
     async def reply(self, message: Incoming, reply: RpcReply | bytes) -> bool:
         """Publish `reply` (a model, or its JSON) to the caller's reply_to; False if that failed
