@@ -1,9 +1,11 @@
 """`csext worker --processes N`: N worker processes, each with its own connection.
 
 The supervisor passes its settings to each child through CSEXT_* variables, forwards SIGTERM,
-SIGINT and SIGHUP, restarts a child that died unexpectedly (with backoff, never a hot loop),
-and exits once every child has exited after a stop. Children ask the kernel to SIGTERM them if
-the supervisor dies (PR_SET_PDEATHSIG), so a `kill -9` of the supervisor leaves no orphans.
+SIGINT and SIGHUP, restarts a child that died unexpectedly (with backoff, never a hot loop; the
+backoff starts over once a child has run for STABLE_UPTIME, so one crash a day does not wait
+30 s), and exits once every child has exited after a stop; a stop interrupts a restart wait.
+Children ask the kernel to SIGTERM them if the supervisor dies (PR_SET_PDEATHSIG), so a
+`kill -9` of the supervisor leaves no orphans.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -21,6 +24,8 @@ from csext.worker.settings import Settings
 log = logging.getLogger(__name__)
 
 RESTART_BACKOFF_MAX = 30.0
+STABLE_UPTIME = 60.0
+"""Seconds a child must have run for its crash to count as a first failure again."""
 SUPERVISED_ENV = "CSEXT_SUPERVISED"
 
 
@@ -38,7 +43,10 @@ class Supervisor:
         self._settings = settings
         self._env = child_environment(settings)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._started: dict[int, float] = {}
         self._stopping = False
+        self._stopped = threading.Event()
+        """Set by SIGTERM/SIGINT: ends a restart wait at once."""
         self._failures = 0
 
     def _spawn(self) -> None:
@@ -46,11 +54,13 @@ class Supervisor:
             [sys.executable, "-m", "csext.cli", "worker"], env=self._env, close_fds=True
         )
         self._children[child.pid] = child
+        self._started[child.pid] = time.monotonic()
         log.info("worker process started", extra={"pid": child.pid})
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self._stopping = True
+            self._stopped.set()
         for child in self._children.values():
             if child.poll() is None:
                 child.send_signal(signum)
@@ -67,16 +77,20 @@ class Supervisor:
                 continue
             code = os.waitstatus_to_exitcode(status)
             child.returncode = code
+            uptime = time.monotonic() - self._started.pop(pid, time.monotonic())
             if not self._stopping:
-                self._restart_after_crash(pid, code)
+                self._restart_after_crash(pid, code, uptime)
         return 0
 
-    def _restart_after_crash(self, pid: int, code: int) -> None:
-        self._failures += 1
-        delay = min(RESTART_BACKOFF_MAX, 0.5 * 2 ** min(self._failures - 1, 8))
+    def restart_delay(self, uptime: float) -> float:
+        """Count one more failure (starting over after a stable run) and return the wait."""
+        self._failures = 1 if uptime >= STABLE_UPTIME else self._failures + 1
+        return min(RESTART_BACKOFF_MAX, 0.5 * 2 ** min(self._failures - 1, 8))
+
+    def _restart_after_crash(self, pid: int, code: int, uptime: float) -> None:
+        delay = self.restart_delay(uptime)
         log.error("worker process %s exited with %s; restarting in %.1fs", pid, code, delay)
-        time.sleep(delay)
-        if not self._stopping:
+        if not self._stopped.wait(delay):
             self._spawn()
 
 
