@@ -85,7 +85,7 @@ class Supervisor:
     def restart_delay(self, uptime: float) -> float:
         """Count one more failure (starting over after a stable run) and return the wait."""
         self._failures = 1 if uptime >= STABLE_UPTIME else self._failures + 1
-        return min(RESTART_BACKOFF_MAX, 0.5 * 2 ** min(self._failures - 1, 8))
+        return min(RESTART_BACKOFF_MAX, 0.5 * 2.0 ** min(self._failures - 1, 8))
 
     def _restart_after_crash(self, pid: int, code: int, uptime: float) -> None:
         delay = self.restart_delay(uptime)
