@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from workerkit import (
+    consumers_at_most,
     delete_extension_queues,
     publish_event,
+    queue_consumers,
     queue_messages,
     running_worker,
     settings_for,
@@ -91,11 +93,17 @@ async def test_enable_starts_the_flow_and_disable_lets_the_inflight_run_finish(
             await wait_until(lambda: unique not in worker.consumers, timeout=15, what="disable")
             # Disabling does not kill the run in flight: it finishes (and is acked).
             await wait_until(lambda: len(lines(out / "finished")) == 1, what="in-flight run")
+            queue = events_queue(unique)
+            await wait_until(
+                lambda: consumers_at_most(amqp_url, queue, 0), what="the consumer cancelled"
+            )
+            # Published with confirms, so routing is done when this returns: an event that is
+            # in no queue (unbound) while nobody consumes can never run, now or later.
             await publish_event(
                 amqp_url, settings.cloudstack_exchange, KEY, b'{"event":"VM.START"}'
             )
-            await asyncio.sleep(1.0)
+            assert await queue_messages(amqp_url, queue) == 0, "unbound: the event was not queued"
+            assert await queue_consumers(amqp_url, queue) == 0, "nobody consumes it"
         assert len(lines(out / "started")) == 1, "no new run after disable"
-        assert await queue_messages(amqp_url, events_queue(unique)) == 0, "the run was acked"
     finally:
         await delete_extension_queues(amqp_url, unique)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 from pathlib import Path
 
 import aio_pika
 import pytest
 import yaml
 from workerkit import (
+    consumers_at_least,
     delete_extension_queues,
     publish_event,
     queue_consumers,
+    queue_messages,
     running_worker,
     settings_for,
     start_worker_process,
@@ -54,15 +55,11 @@ def _lines(path: Path) -> list[str]:
 
 
 async def _consuming(amqp_url: str, queue: str, count: int = 1) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if await queue_consumers(amqp_url, queue) >= count:
-                return
-        except Exception:
-            pass
-        assert time.monotonic() < deadline, f"{queue} never got {count} consumer(s)"
-        await asyncio.sleep(0.1)
+    await wait_until(
+        lambda: consumers_at_least(amqp_url, queue, count),
+        timeout=30,
+        what=f"{queue} to get {count} consumer(s)",
+    )
 
 
 async def test_sigterm_lets_the_running_extension_finish_and_acks_once(env, unique, amqp_url):
@@ -76,9 +73,9 @@ async def test_sigterm_lets_the_running_extension_finish_and_acks_once(env, uniq
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0
         assert len(_lines(out / "finished")) == 1, "the in-flight run was allowed to finish"
-        # Acked exactly once: a new worker gets nothing to redo.
-        async with running_worker(settings):
-            await asyncio.sleep(1.5)
+        # Acked exactly once: with its worker gone, nothing is left in the queue to redo
+        # (an unacked delivery would be back as ready the moment the channel closed).
+        assert await queue_messages(amqp_url, c.events_queue(unique)) == 0
         assert len(_lines(out / "started")) == 1
     finally:
         stop_process(proc)
@@ -184,11 +181,12 @@ async def test_hand_edits_are_noticed_without_a_signal(env, unique, amqp_url):
     try:
         async with running_worker(settings), RpcClient(amqp_url) as client:
             _set_enabled(folder / "extension.yaml", True)
-            deadline = time.monotonic() + 15
-            while (reply := await client.call(unique, "x", {}, timeout=10)).error is not None:
-                assert time.monotonic() < deadline, "the change on disk was never picked up"
-                await asyncio.sleep(0.3)
-            assert reply.stdout == "hi\n"
+
+            async def served() -> bool:
+                reply = await client.call(unique, "x", {}, timeout=10)
+                return reply.error is None and reply.stdout == "hi\n"
+
+            await wait_until(served, timeout=15, interval=0.3, what="the change on disk")
     finally:
         await delete_extension_queues(amqp_url, unique)
 

@@ -233,3 +233,7 @@ async def consumers_at_least(amqp_url: str, queue: str, count: int) -> bool:
         return await queue_consumers(amqp_url, queue) >= count
     except Exception:
         return False
+
+
+async def consumers_at_most(amqp_url: str, queue: str, count: int) -> bool:
+    return await queue_consumers(amqp_url, queue) <= count

@@ -242,8 +242,20 @@ async def _send_corpus(amqp_url, exchange_name, unique, rpc_name, rounds, rng): 
                 pending = []
         await asyncio.gather(*pending)
         await wait_for(lambda: len(replies) >= len(calls), 120, "error replies")
-        # give expired calls' would-be replies a moment to show up (none may)
-        await asyncio.sleep(0.5)
+        # A sentinel call published after everything else: its reply comes after any reply an
+        # expired call could have had (dropped unrun at once, vs. a sentinel that runs a process;
+        # replies share one channel, so they arrive in order), so no fixed wait is needed.
+        await rpc.publish(
+            aio_pika.Message(
+                good,
+                correlation_id="sentinel",
+                reply_to=reply_queue.name,
+                headers={c.HEADER_DEADLINE: int((time.time() + 60) * 1000)},
+            ),
+            rpc_name,
+        )
+        await wait_for(lambda: "sentinel" in replies, 60, "the sentinel's reply")
+        del replies["sentinel"]
         assert not [k for k in replies if k.startswith(("expired-", "noreply-"))]
     calls["__replies__"] = replies
     return events, calls, expired, no_reply
