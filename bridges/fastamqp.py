@@ -549,3 +549,45 @@ class Connection:
         finally:
             self.sock.close()
             self.sock = None
+
+
+# ---------------------------------------------------------------------------- several nodes
+
+CONFIG_ERRORS = (403, 530)
+"""Close codes that every node of a cluster would answer alike (login refused, vhost not
+allowed): trying the next node would only hide the real error."""
+
+
+def open_first(urls: str, deadline: float, name: str = "csext forward") -> Connection:
+    """An open connection to the first of the comma-separated `urls` that answers.
+
+    Each node gets an equal share of the time left (the last one all of it), so a node that
+    hangs instead of refusing cannot use up the caller's deadline. With one URL this is
+    `Connection(...).open()`, errors unchanged.
+    """
+    brokers = [parse_url(url.strip()) for url in urls.split(",") if url.strip()]
+    if not brokers:
+        raise AmqpError("amqp_url is empty: give at least one amqp:// URL")
+    failures: list[str] = []
+    for index, broker in enumerate(brokers):
+        last = index == len(brokers) - 1
+        share = (deadline - time.monotonic()) / (len(brokers) - index)
+        conn = Connection(broker, deadline if last else time.monotonic() + share, name)
+        try:
+            conn.open()
+        except AmqpError as exc:
+            _drop(conn)
+            if len(brokers) == 1 or (isinstance(exc, AmqpClosed) and exc.code in CONFIG_ERRORS):
+                raise
+            failures.append(f"{broker.safe}: {exc}")
+            continue
+        conn.deadline = deadline
+        return conn
+    raise AmqpUnreachable("no broker answered: " + "; ".join(failures))
+
+
+def _drop(conn: Connection) -> None:
+    """Close a connection that failed to open, without waiting for the broker."""
+    if conn.sock is not None:
+        conn.sock.close()
+        conn.sock = None

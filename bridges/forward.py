@@ -180,10 +180,8 @@ def rpc(call: Call, url: str, payload: Any, started: float) -> dict[str, Any]:
     deadline = started + budget
     epoch_deadline_ms = int((time.time() + (deadline - time.monotonic())) * 1000)
     body = json.dumps({"action": call.action, "payload": payload}).encode()
-    broker = fastamqp.parse_url(url)
-    conn = fastamqp.Connection(broker, deadline, name=f"csext forward {call.extension}")
+    conn = fastamqp.open_first(url, deadline, name=f"csext forward {call.extension}")
     try:
-        conn.open()
         expiration = max(1, int((deadline - time.monotonic()) * 1000))
         props = {
             "content_type": "application/json",

@@ -13,7 +13,6 @@ import logging
 import signal
 from collections.abc import Callable
 
-import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from tenacity import (
@@ -31,6 +30,7 @@ from csext.worker.amqp import names as c
 from csext.worker.amqp import topology
 from csext.worker.amqp.consumers import ExtensionConsumer, recovery_delay
 from csext.worker.amqp.deadletter import DeadLetterPublisher
+from csext.worker.amqp.failover import FailoverConnection, rotated
 from csext.worker.amqp.records import WORKER_ID, RunRecorder
 from csext.worker.events import EventDelivery
 from csext.worker.reload import RegistryWatcher
@@ -41,6 +41,12 @@ from csext.worker.runtimes.runner import ExecRunner, install_child_watcher
 from csext.worker.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RECONNECT_INTERVAL = 1.0
+"""Seconds between reconnect attempts after a lost connection (the first one is immediate, to
+the next node of a cluster)."""
+CONNECT_ATTEMPT_TIMEOUT = 10.0
+"""Seconds one connection attempt may take before the next node is tried."""
 
 
 class Worker:
@@ -103,8 +109,10 @@ class Worker:
         )
 
     async def _connect(self) -> AbstractRobustConnection:
-        """Connect, retrying while the broker is not up yet (e.g. both just started)."""
-        url = self.settings.amqp_url
+        """Connect, retrying while the broker is not up yet (e.g. both just started); with
+        several URLs (a cluster), each attempt starts at the next node, and a connection lost
+        later reconnects to the next node too (worker/amqp/failover.py)."""
+        urls = self.settings.amqp_urls
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_delay(self.settings.connect_timeout),
@@ -114,9 +122,14 @@ class Worker:
                 reraise=True,
             ):
                 with attempt:
-                    return await aio_pika.connect_robust(
-                        url, client_properties={"connection_name": f"csext {WORKER_ID}"}
+                    start = attempt.retry_state.attempt_number - 1
+                    connection = FailoverConnection(
+                        rotated(urls, start),
+                        client_properties={"connection_name": f"csext {WORKER_ID}"},
+                        reconnect_interval=RECONNECT_INTERVAL,
                     )
+                    await connection.connect(timeout=CONNECT_ATTEMPT_TIMEOUT)
+                    return connection
         except CONNECTION_EXCEPTIONS as exc:
             raise BrokerUnavailable(
                 f"cannot reach RabbitMQ at {self.settings.safe_amqp_url} after "

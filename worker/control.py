@@ -14,6 +14,7 @@ import logging
 import aio_pika
 import orjson
 
+from csext.worker.amqp import broker
 from csext.worker.amqp.names import CONTROL_EXCHANGE
 from csext.worker.settings import redact_url
 
@@ -39,7 +40,7 @@ async def publish_registry_changed(
 ) -> None:
     """Publish one `registry-changed` broadcast; raises on failure (TimeoutError, AMQP errors)."""
     async with asyncio.timeout(timeout):
-        connection = await aio_pika.connect(amqp_url, timeout=timeout)
+        connection = await broker.connect(amqp_url, timeout)
         async with connection:
             channel = await connection.channel()
             exchange = await channel.declare_exchange(

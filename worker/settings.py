@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CSEXT_", extra="ignore", frozen=True)
 
     amqp_url: str = "amqp://guest:guest@localhost:5672/"
+    """One broker URL, or several separated by commas (the nodes of a RabbitMQ cluster): clients
+    connect to the first that answers and fail over to the next (see `amqp_urls`)."""
     registry: Path = Path("extensions")
     cloudstack_exchange: str = constants.CLOUDSTACK_EXCHANGE
     declare_cloudstack_exchange: bool = True
@@ -78,6 +80,10 @@ class Settings(BaseSettings):
     """PATH given to extensions."""
     extension_lang: str = "C.UTF-8"
     delivery_limit: int = Field(default=constants.DEFAULT_DELIVERY_LIMIT, ge=1, le=1000)
+    quorum_size: int = Field(default=0, ge=0, le=9)
+    """Replicas of each extension's events queue (`x-quorum-initial-group-size`); 0: fit the
+    cluster named by `amqp_url` (one URL: RabbitMQ's default; N URLs: N, at most 5, odd when
+    above 2). Fixed when a queue is first declared."""
     rpc_margin: float = Field(default=0.5, ge=0, le=60)
     """Seconds kept back from an RPC deadline so the reply arrives before the caller gives up."""
     runs_log_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024 * 1024)
@@ -96,10 +102,14 @@ class Settings(BaseSettings):
     @field_validator("amqp_url")
     @classmethod
     def _amqp_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("amqp", "amqps"):
-            raise ValueError(
-                "must be an amqp:// or amqps:// URL, e.g. amqp://guest:guest@localhost:5672/"
-            )
+        for url in split_urls(value):
+            if urlsplit(url).scheme not in ("amqp", "amqps"):
+                raise ValueError(
+                    f"{redact_url(url)!r} must be an amqp:// or amqps:// URL, e.g. "
+                    "amqp://guest:guest@localhost:5672/ (several: separate them with commas)"
+                )
+        if not split_urls(value):
+            raise ValueError("is empty; give at least one amqp:// URL")
         return value
 
     @classmethod
@@ -118,12 +128,24 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     @property
+    def amqp_urls(self) -> list[str]:
+        """The broker URLs in the order they are tried."""
+        return split_urls(self.amqp_url)
+
+    @property
     def safe_amqp_url(self) -> str:
         return redact_url(self.amqp_url)
 
 
+def split_urls(value: str) -> list[str]:
+    """`amqp://a/,amqp://b/` -> both URLs (a comma inside a password must be written %2C)."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
 def redact_url(url: str) -> str:
-    """The URL with its password replaced, for logs and errors."""
+    """The URL (or comma-separated URLs) with passwords replaced, for logs and errors."""
+    if "," in url:
+        return ",".join(redact_url(one) for one in split_urls(url))
     parts = urlsplit(url)
     if parts.password is None:
         return url

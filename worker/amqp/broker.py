@@ -1,4 +1,10 @@
-"""Short-lived broker clients (CLI commands): one way to connect, one way to read a queue."""
+"""Short-lived broker clients (CLI commands): one way to connect, one way to read a queue.
+
+`connect` takes one URL or several (comma-separated, the nodes of a cluster) and returns the
+first connection that opens, so `csext call`, `csext dead` and `csext runs` keep working while
+a node is down. Each node gets an equal share of what is left of the timeout, so one node that
+hangs (rather than refusing) cannot use up the time of the others.
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,25 @@ import aio_pika
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from csext.schemas.errors import BrokerUnavailable
-from csext.worker.settings import redact_url
+from csext.worker.settings import redact_url, split_urls
 
 CONNECT_TIMEOUT = 5.0
 
 
 async def connect(amqp_url: str, timeout: float = CONNECT_TIMEOUT) -> AbstractConnection:
-    """A plain (non-robust) connection; BrokerUnavailable names the broker, never the password."""
-    try:
-        return await aio_pika.connect(amqp_url, timeout=timeout)
-    except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise BrokerUnavailable(
-            f"cannot reach RabbitMQ at {redact_url(amqp_url)}: {reason}"
-        ) from None
+    """A plain (non-robust) connection to the first URL that answers; BrokerUnavailable names
+    every broker tried and why, never a password."""
+    urls = split_urls(amqp_url)
+    deadline = time.monotonic() + timeout
+    failures: list[str] = []
+    for index, url in enumerate(urls):
+        share = max(0.1, (deadline - time.monotonic()) / (len(urls) - index))
+        try:
+            return await aio_pika.connect(url, timeout=share)
+        except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
+            reason = str(exc) or type(exc).__name__
+            failures.append(f"{redact_url(url)}: {reason}")
+    raise BrokerUnavailable(f"cannot reach RabbitMQ at {'; '.join(failures)}")
 
 
 async def consume_until_quiet(
