@@ -21,6 +21,7 @@ PYTEST_ARGS ?=
 COMPOSE ?= docker compose
 
 .PHONY: help install rabbitmq test-tools run test lint format mypy all bench bench-smoke faults up down \
+	cluster cluster-stop \
 	logs clean distclean
 
 help: ## List the targets
@@ -77,8 +78,14 @@ bench: install rabbitmq ## Run the benchmarks and write BENCHMARKS.md (installs 
 bench-smoke: install rabbitmq ## A quick benchmark run that only checks the numbers come out
 	$(BIN)/python -m bench --smoke
 
-faults: install rabbitmq ## Run the full fault-injection suite (tests/faults)
-	CSEXT_FAULTS_FULL=1 $(BIN)/pytest tests/faults $(PYTEST_ARGS)
+faults: install rabbitmq ## Run the full fault-injection suite (tests/faults, tests/cluster)
+	CSEXT_FAULTS_FULL=1 $(BIN)/pytest tests/faults tests/cluster $(PYTEST_ARGS)
+
+cluster: ## Start a local 3-node RabbitMQ cluster on ports 5681-5683 (scripts/cluster.sh; stop: make cluster-stop)
+	@bash scripts/cluster.sh start </dev/null
+
+cluster-stop: ## Stop the local 3-node RabbitMQ cluster
+	@bash scripts/cluster.sh stop </dev/null
 
 up: ## Start RabbitMQ and a worker in Docker (docker compose up -d --build)
 	$(COMPOSE) up -d --build
