@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -119,6 +120,42 @@ class RetryPolicy(_Model):
     retry_on_timeout: bool = True
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """`30s`, `500ms`, `2m`, `1h` or a number of seconds, as seconds; anything else is left to
+    the field's own check (which names it)."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(
+                f"{value!r} is not a duration: use seconds (15) or a number with a unit "
+                "(500ms, 30s, 2m, 1h)"
+            )
+        return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0, le=86400)]
+"""Seconds; YAML may say `30s`, `500ms`, `2m` or `1h`."""
+
+
+class CircuitBreakerPolicy(_Model):
+    """`spec.circuitBreaker`: stop calling an extension whose backend is down.
+
+    After `failures` failed runs (timeouts, crashes, errors the hook reports) within `window`,
+    the breaker opens: for `cooldown`, RPC calls are answered at once with the hook's failure
+    policy and events wait in their queue; then one trial run decides (success closes it,
+    failure opens it again). Off unless the manifest has this key (docs/reliability.md).
+    """
+
+    failures: Annotated[int, Field(ge=1, le=10000)] = 5
+    window: Duration = 30.0
+    cooldown: Duration = 15.0
+
+
 class EventBinding(_Model):
     patterns: list[str] = []
     """AMQP topic patterns on CloudStack routing keys,
@@ -200,6 +237,21 @@ class Spec(_Model):
     """What exit codes mean, over the hook's defaults (handlers/<hook>.py, docs/hooks/)."""
     failure_policy: FailurePolicy | None = None
     """On timeout, crash or invalid output: fail-closed, fail-open or error (default per hook)."""
+    circuit_breaker: CircuitBreakerPolicy | None = None
+    """Off by default; `circuitBreaker: {}` (or `true`) turns it on with 5 failures in 30 s
+    opening it for 15 s (worker/breaker.py)."""
+    idempotent_replies: bool = False
+    """A call the broker redelivers (same correlation id, reply_to and body) after a lost
+    channel gets the reply recorded for it instead of a second run (worker/replies.py).
+    Read-only actions (status) get this without asking."""
+
+    @field_validator("circuit_breaker", mode="before")
+    @classmethod
+    def _breaker_shorthand(cls, value: Any) -> Any:
+        """`circuitBreaker: true` = the defaults; `false` = off."""
+        if value is True:
+            return {}
+        return None if value is False else value
 
     @model_validator(mode="after")
     def _hook_known(self) -> Spec:

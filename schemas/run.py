@@ -19,6 +19,9 @@ class Outcome(StrEnum):
     """An RPC call whose deadline had passed before it could run; not run."""
     REJECTED = "rejected"
     """Bad input (not JSON, wrong shape): not run."""
+    CIRCUIT_OPEN = "circuit-open"
+    """Not run: the extension's circuit breaker is open (spec.circuitBreaker); the caller got
+    the hook's failure-policy answer at once. Also recorded when the breaker opens."""
 
 
 @dataclass(slots=True)
