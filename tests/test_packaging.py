@@ -191,13 +191,13 @@ def test_dockerignore_keeps_the_build_inputs() -> None:
     assert not needed & ignored
 
 
-def test_ci_run_calls_make_test() -> None:
+def test_ci_run_calls_make_lint_mypy_test() -> None:
     script = ROOT / ".ci" / "run"
     assert os.access(script, os.X_OK), ".ci/run must be executable"
     text = script.read_text()
     assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
     assert "set -euo pipefail" in text
-    assert re.search(r"^make test\b", text, re.MULTILINE)
+    assert re.search(r"^make lint mypy test\b", text, re.MULTILINE), "CI gates lint and types too"
     assert _run("bash", "-n", script).returncode == 0
 
 
