@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import pytest
+from workerkit import wait_until
 
 from csext.worker.runtimes.coprocess import (
     CoprocessLimits,
@@ -177,13 +178,6 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    give_up = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < give_up, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 PoolFactory = Callable[..., CoprocessPool]
@@ -358,7 +352,7 @@ async def test_deadline_kills_group_and_replaces_process(tmp_path, make_pool):
     assert hung.timed_out and hung.error is None and hung.outcome.value == "timeout"
     assert hung.pid == first and not alive(first)
     child = int(hung.stderr.decode().split("child=")[1].split()[0])
-    await wait_for(lambda: not alive(child))  # the group was killed, not just the leader
+    await wait_until(lambda: not alive(child))  # the group was killed, not just the leader
     assert not group_alive(first)
     after = pid_of(await pool.run(request(pool.entrypoint, "echo")))
     assert after != first and pool.spawned == 2
@@ -448,7 +442,7 @@ async def test_recycling_after_max_requests(tmp_path, make_pool):
     pool = make_pool(raw_script(tmp_path), max_requests=3)
     pids = [pid_of(await pool.run(request(pool.entrypoint, "echo"))) for _ in range(7)]
     assert pids[0] == pids[1] == pids[2] != pids[3] == pids[4] == pids[5] != pids[6]
-    await wait_for(lambda: not alive(pids[0]) and not alive(pids[3]))
+    await wait_until(lambda: not alive(pids[0]) and not alive(pids[3]))
 
 
 async def test_recycling_on_rss(tmp_path, make_pool):
@@ -483,7 +477,7 @@ async def test_aclose_leaves_no_process(tmp_path):
         )
     ]
     in_flight = asyncio.ensure_future(pool.run(request(entry, "hang", timeout=60)))
-    await wait_for(lambda: any(b"child=" in p.channel.stderr for p in pool._live.values()))
+    await wait_until(lambda: any(b"child=" in p.channel.stderr for p in pool._live.values()))
     await pool.aclose(drain_timeout=0.2)
     cut = await in_flight
     assert cut.error == "the coprocess pool was closed while the request ran"
@@ -539,7 +533,7 @@ async def test_runtime_replaces_pool_when_extension_changes(tmp_path):
             await runtime.run("demo", request(entry, "echo", env=changed), concurrency=2)
         )
         assert third != first
-        await wait_for(lambda: not alive(first))
+        await wait_until(lambda: not alive(first))
         await runtime.close_extension("demo")
         assert runtime.pool("demo") is None and not alive(third)
         other = pid_of(await runtime.run("other", request(entry, "echo"), concurrency=1))
@@ -551,11 +545,11 @@ async def test_runtime_replaces_pool_when_extension_changes(tmp_path):
 async def test_cancelled_request_kills_its_process(tmp_path, make_pool):
     pool = make_pool(raw_script(tmp_path))
     task = asyncio.ensure_future(pool.run(request(pool.entrypoint, "hang", timeout=60)))
-    await wait_for(lambda: len(pool.pids) == 1)
+    await wait_until(lambda: len(pool.pids) == 1)
     pid = pool.pids[0]
-    await wait_for(lambda: b"child=" in pool._live[pid].channel.stderr)  # in the handler
+    await wait_until(lambda: b"child=" in pool._live[pid].channel.stderr)  # in the handler
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_for(lambda: not alive(pid) and not group_alive(pid))
+    await wait_until(lambda: not alive(pid) and not group_alive(pid))
     assert pid_of(await pool.run(request(pool.entrypoint, "echo"))) != pid

@@ -33,6 +33,8 @@ from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.failover import FailoverConnection, rotated
 from csext.worker.amqp.records import WORKER_ID, RunRecorder
 from csext.worker.events import EventDelivery
+from csext.worker.health import WorkerHealth
+from csext.worker.metrics import RunMetrics
 from csext.worker.reload import RegistryWatcher
 from csext.worker.rpc import RpcDelivery
 from csext.worker.runtimes.choice import Runtimes
@@ -60,6 +62,9 @@ class Worker:
             cgroups=settings.run_cgroups,
         )
         self.runtimes = Runtimes(settings, self.runner)
+        self.metrics = RunMetrics() if settings.metrics_enabled else None
+        if self.metrics is not None:
+            self.runner.spawn_observer = self.metrics.spawn_observer()
         self.view = RegistryView(settings.registry, {}, {})
         self.consumers: dict[str, ExtensionConsumer] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -73,6 +78,11 @@ class Worker:
         self._retries = 0
         """Reconciles in a row that left an extension failing (for the retry backoff)."""
         self._retry: asyncio.TimerHandle | None = None
+        self.health = WorkerHealth(self)
+
+    @property
+    def connection(self) -> AbstractRobustConnection | None:
+        return self._connection
 
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT (or `request_stop`), then shut down cleanly."""
@@ -86,6 +96,7 @@ class Worker:
         self._stop.set()
 
     async def start(self) -> None:
+        self.health.serve()
         install_child_watcher()
         stale = self.runner.cleanup_stale()
         if stale:
@@ -99,6 +110,7 @@ class Worker:
         await self._watcher.start()
         await self._consume_unrouted(self._connection)
         self.started.set()
+        self.health.started()
         log.info(
             "worker started",
             extra={
@@ -149,7 +161,7 @@ class Worker:
             flush_interval=self.settings.runs_flush_interval,
             log_successes=self.settings.log_successful_runs,
         )
-        executor = Executor(self.settings, self.runtimes, self.recorder)
+        executor = Executor(self.settings, self.runtimes, self.recorder, self.metrics)
         dead_letters = DeadLetterPublisher(dlx)
         self.events = EventDelivery(executor, dead_letters)
         self.rpc = RpcDelivery(
@@ -159,7 +171,7 @@ class Worker:
     async def _consume_unrouted(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=64)
-        queue = await topology.declare_unrouted_queue(channel)
+        queue = await topology.declare_unrouted_queue(channel, self.settings)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await self.rpc.handle_unrouted(lambda: self.view, message)
@@ -178,6 +190,7 @@ class Worker:
         async with self._reconcile_lock:
             view = await asyncio.to_thread(load_registry, self.settings.registry, self._secrets())
             self.view = view
+            await self.health.registry_loaded()
             wanted = {ext.name: ext for ext in view.enabled()}
             failed: list[str] = []
             for name in sorted(set(self.consumers) - set(wanted)):
@@ -258,6 +271,7 @@ class Worker:
             task.cancel()
 
     async def shutdown(self) -> None:
+        await self.health.stopping()
         if self._retry is not None:
             self._retry.cancel()
         if self._watcher is not None:
@@ -274,6 +288,7 @@ class Worker:
             await self.recorder.aclose()
         if self._connection is not None:
             await self._connection.close()
+        self.health.close()
         log.info("worker stopped")
 
     async def _drain(self) -> None:

@@ -22,6 +22,7 @@ from csext.schemas.errors import DeadLetter
 from csext.schemas.event import event_fields, topic_matches
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension
+from csext.worker import metrics
 from csext.worker.amqp import names as c
 from csext.worker.amqp.bindings import event_patterns
 from csext.worker.amqp.deadletter import DeadLetterPublisher
@@ -76,6 +77,8 @@ class EventDelivery:
         """(extension, binding patterns, has filters) by name, once per manifest, not per event."""
 
     async def handle(self, ext: Extension, message: Incoming) -> None:
+        if self._executor.metrics is not None:
+            self._executor.metrics.received(ext, message)
         attempts = _Attempts()
         try:
             await self._process(ext, message, attempts)
@@ -177,6 +180,7 @@ class EventDelivery:
                 stderr_tail=mask(last.run.stderr_tail(512), last.secrets()) if last else "",
             )
         )
+        metrics.dead_lettered(ext.name, exc.reason)
 
 
 async def settle(operation: Any) -> None:

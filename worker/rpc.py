@@ -24,6 +24,7 @@ from csext.schemas.errors import describe_validation_error
 from csext.schemas.rpc import RpcError, RpcReply, RpcRequest
 from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension, RegistryView
+from csext.worker import metrics
 from csext.worker.amqp import names as c
 from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.delivery import Incoming
@@ -110,6 +111,9 @@ class RpcDelivery:
         self._margin = margin
 
     async def handle(self, ext: Extension, message: Incoming) -> None:
+        received = time.monotonic()
+        if self._executor.metrics is not None:
+            self._executor.metrics.received(ext, message)
         if not message.reply_to:
             await self._no_reply_to(ext.name, message)
             return
@@ -127,6 +131,8 @@ class RpcDelivery:
             # again while the caller still waits, or is dropped unrun once its deadline passed.
             await settle(message.nack(requeue=True))
             return
+        if reply is not None and self._executor.metrics is not None:
+            self._executor.metrics.of(ext).reply.observe(time.monotonic() - received)
         await settle(message.ack())
 
     async def _call(self, ext: Extension, message: Incoming) -> RpcReply | bytes | None:
@@ -209,6 +215,7 @@ class RpcDelivery:
                 detail="RPC calls must set the reply_to property (e.g. amq.rabbitmq.reply-to)",
             )
         )
+        metrics.dead_lettered(extension, "no-reply-to")
         await settle(message.ack())
 
     async def handle_unrouted(self, view: Callable[[], RegistryView], message: Incoming) -> None:

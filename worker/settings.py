@@ -98,6 +98,13 @@ class Settings(BaseSettings):
     """A log line for every successful run too (failures always get one; `csext runs` has all)."""
     log_json: bool | None = None
     """JSON log lines; default: JSON when stderr is not a terminal."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve /metrics, /healthz and /readyz on this port (worker/health.py); unset: off."""
+    metrics_host: str = "0.0.0.0"
+    """Address the metrics port listens on."""
+    metrics_dir: Path | None = None
+    """Set by the supervisor for its children: record metrics into this prometheus_client
+    multiprocess directory and let the supervisor serve them."""
 
     @field_validator("amqp_url")
     @classmethod
@@ -131,6 +138,10 @@ class Settings(BaseSettings):
     def amqp_urls(self) -> list[str]:
         """The broker URLs in the order they are tried."""
         return split_urls(self.amqp_url)
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return self.metrics_port is not None or self.metrics_dir is not None
 
     @property
     def safe_amqp_url(self) -> str:

@@ -19,6 +19,7 @@ import threading
 import time
 from types import FrameType
 
+from csext.worker.health import PoolHealth
 from csext.worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,10 @@ class Supervisor:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._env = child_environment(settings)
+        self._health = PoolHealth(
+            settings.metrics_host, settings.metrics_port, settings.processes, self._env
+        )
+        """Metrics of the whole pool on one port, and readiness including every child."""
         self._children: dict[int, subprocess.Popen[bytes]] = {}
         self._started: dict[int, float] = {}
         self._stopping = False
@@ -70,16 +75,19 @@ class Supervisor:
             signal.signal(sig, self._forward)
         for _ in range(self._settings.processes):
             self._spawn()
+        self._health.start(lambda: list(self._children))
         while self._children:
             pid, status = os.wait()
             child = self._children.pop(pid, None)
             if child is None:
                 continue
+            self._health.child_exited(pid)
             code = os.waitstatus_to_exitcode(status)
             child.returncode = code
             uptime = time.monotonic() - self._started.pop(pid, time.monotonic())
             if not self._stopping:
                 self._restart_after_crash(pid, code, uptime)
+        self._health.close()
         return 0
 
     def restart_delay(self, uptime: float) -> float:

@@ -137,6 +137,11 @@ class DirectConsumer:
         self._tag: str | None = None
         self._stopped = False
 
+    @property
+    def consuming(self) -> bool:
+        """Subscribed on an open channel (readiness, worker/health.py)."""
+        return self._tag is not None and not self._channel.is_closed
+
     async def start(self) -> None:
         if isinstance(self._channel, aio_pika.RobustChannel):
             self._channel.reopen_callbacks.add(self._reopened)

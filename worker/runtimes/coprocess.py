@@ -53,6 +53,7 @@ from typing import Any, Final
 import orjson
 
 from csext.schemas.run import RunResult
+from csext.worker import metrics
 from csext.worker.runtimes.procgroup import GROUP_GONE_TIMEOUT, elapsed_ms, signal_group
 from csext.worker.runtimes.runner import RunRequest, spawn_error
 
@@ -361,6 +362,7 @@ class CoprocessPool:
         loop = asyncio.get_running_loop()
         if self._fork_gate is not None:
             await self._fork_gate()  # no await between this and the fork below
+        started = time.monotonic()
         transport, channel = await loop.subprocess_exec(
             lambda: _Channel(self._limits.line_limit),
             str(self.entrypoint),
@@ -375,6 +377,7 @@ class CoprocessPool:
         proc = _Coprocess(transport, channel)
         self._live[proc.pid] = proc
         self.spawned += 1
+        metrics.coprocess_started(self.name, time.monotonic() - started)
         log.debug("coprocess of %s started, pid %s", self.name, proc.pid)
         return proc
 
@@ -412,6 +415,7 @@ class CoprocessPool:
         reason = self._recycle_reason(proc)
         if reason is not None:
             log.info("recycling coprocess %s of %s: %s", proc.pid, self.name, reason)
+            metrics.coprocess_recycled(self.name)
             self._retire(proc, _Stop.RETIRE)
         elif proc.channel.fault is not None:
             self._note_failure(f"process {proc.pid}: {proc.channel.fault}", proc)
@@ -466,6 +470,7 @@ class CoprocessPool:
         )
 
     def _note_failure(self, reason: str, proc: _Coprocess | bytes) -> None:
+        metrics.coprocess_crashed(self.name)
         self._failures += 1
         self._last_failure = reason
         self._last_stderr = proc if isinstance(proc, bytes) else bytes(proc.channel.stderr)

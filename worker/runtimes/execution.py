@@ -20,6 +20,7 @@ from csext.handlers.base import effective_attempts, effective_timeout
 from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension
 from csext.worker.amqp.records import RunRecorder, build_record
+from csext.worker.metrics import RunMetrics
 from csext.worker.runtimes.environment import extension_env
 from csext.worker.runtimes.runner import RunRequest
 from csext.worker.settings import Settings
@@ -91,11 +92,19 @@ def _payload_bytes(handler: HookHandler, ext: Extension, ctx: RunContext) -> byt
 
 
 class Executor:
-    def __init__(self, settings: Settings, runtime: Runtime, recorder: RunRecorder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        recorder: RunRecorder,
+        metrics: RunMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self._runtime = runtime
         self._recorder = recorder
         self._global = asyncio.Semaphore(settings.concurrency)
+        self.metrics = metrics
+        """None: metrics are off (no port set), and the run path skips them entirely."""
 
     async def execute(self, ext: Extension, ctx: RunContext) -> RunOutcome:
         """Run once and record it. Raises ValueError when the payload does not fit the hook."""
@@ -110,9 +119,19 @@ class Executor:
             env=self._environment(ext, ctx, run_id),
             cwd=ext.directory,
         )
+        bound = self.metrics.of(ext) if self.metrics is not None else None
         async with self._global:
-            run = await self._runtime.run(ext, request)
+            if bound is None:
+                run = await self._runtime.run(ext, request)
+            else:
+                bound.in_flight.inc()
+                try:
+                    run = await self._runtime.run(ext, request)
+                finally:
+                    bound.in_flight.dec()
         interpretation = handler.interpret(ctx.action, run, ext.spec, ctx.payload)
+        if bound is not None:
+            bound.finished(run, interpretation.outcome.value, ctx.attempt)
 
         def secrets() -> tuple[str, ...]:  # walked only when the record has text to mask
             return (
@@ -145,6 +164,8 @@ class Executor:
         self, ext: Extension, ctx: RunContext, outcome: Outcome, error: str
     ) -> None:
         """A record for a call that was not run (expired, rejected)."""
+        if self.metrics is not None:
+            self.metrics.of(ext).runs[outcome.value].inc()
         await self._publish(ext, ctx, uuid.uuid4().hex, outcome, None, error, ())
 
     async def _publish(

@@ -56,7 +56,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,6 +180,8 @@ class ExecRunner:
         self._dir_prefix = f"{RUN_DIR_PREFIX}{pid}-{_start_token(pid) or '0'}-"
         _prepare_run_dir(run_dir)
         self._lean = _pidfd_works()
+        self.spawn_observer: Callable[[str, float], None] | None = None
+        """Metrics: called with (extension, seconds from run start to a running process)."""
         self.cgroups, self.cgroups_reason = Cgroups.detect(cgroups)
         if cgroups != "off":
             log.info("run cgroups: %s", self.cgroups_reason)
@@ -279,6 +281,8 @@ class ExecRunner:
         except BaseException:
             await self._discard_cgroup(group)
             raise
+        if self.spawn_observer is not None:
+            self.spawn_observer(request.env.get("CSEXT_EXTENSION", ""), time.monotonic() - started)
         if group is None:
             _write_owner(payload.parent, transport.get_pid(), request.env.get("CSEXT_RUN_ID", ""))
         try:
