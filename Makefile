@@ -15,8 +15,9 @@ STAMP := $(VENV)/.csext-installed
 # mypy cannot follow setuptools' editable import hook, so it reads the code through a
 # csext/ tree of symlinks (pyproject.toml maps each part folder into csext.*).
 MYPY_PATH := $(VENV)/mypy-path
-PACKAGES := schemas handlers worker store bridges cli sdk
+PACKAGES := schemas handlers worker store bridges cli sdk web
 REGISTRY ?= extensions
+WEB_PORT ?= 8080
 PYTEST_ARGS ?=
 COMPOSE ?= docker compose
 
@@ -44,9 +45,12 @@ rabbitmq: ## Make sure RabbitMQ answers on 127.0.0.1:5672 (installs and starts i
 test-tools: ## Install what the suite drives besides Python (Groovy, JDK + jars, Chromium)
 	@bash scripts/ensure-test-tools.sh </dev/null
 
-run: install rabbitmq ## Run a worker on ./extensions in the foreground (Ctrl-C stops it)
-	@bash scripts/how-to-try.sh $(REGISTRY) $(BIN)
-	exec $(BIN)/csext worker --registry $(REGISTRY)
+run: install rabbitmq ## Run a worker on ./extensions and the web UI (csext serve) in the foreground (Ctrl-C stops both)
+	@bash scripts/how-to-try.sh $(REGISTRY) $(BIN) $(WEB_PORT)
+	@# The web UI (http://127.0.0.1:$(WEB_PORT)/) runs beside the worker and stops with it.
+	$(BIN)/csext serve --registry $(REGISTRY) --port $(WEB_PORT) --log-level warning & \
+		trap 'kill $$! 2>/dev/null' EXIT; \
+		$(BIN)/csext worker --registry $(REGISTRY)
 
 test: install rabbitmq test-tools ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k name -x")
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -11,6 +11,7 @@ import typer
 
 from csext.cli import bundles as cli_bundles
 from csext.cli import hooks as cli_hooks
+from csext.cli import serve as cli_serve
 from csext.cli import shim as cli_forward
 from csext.cli import store as cli_store
 from csext.schemas.errors import CsextError
@@ -218,5 +219,5 @@ def _settings(**overrides: object) -> Settings:
         ) from None
 
 
-for _module in (cli_store, cli_bundles, cli_hooks, cli_forward):
+for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve):
     _module.register(app)

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from csext.schemas.errors import ConfigError, CsextError, ManifestError
+from csext.schemas.manifest import Manifest
 
 from . import git, secrets
 from .ops import Store, check_name, extension_dir
@@ -33,6 +34,8 @@ class Summary:
     description: str
     tags: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    compatibility: str = ""
+    """The manifest's ranges, e.g. `csext >=0.1,<1.0; CloudStack >=4.20` ("" = any)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +77,7 @@ def list_extensions(
             ext.spec.runtime.value,
             ext.manifest.metadata.description,
             list(ext.manifest.metadata.tags),
+            compatibility=_compatibility(ext.manifest),
         )
         for ext in view.extensions.values()
     ]
@@ -84,6 +88,14 @@ def list_extensions(
     if enabled is not None:
         rows = [row for row in rows if (row.status == "enabled") == enabled]
     return rows, warnings
+
+
+def _compatibility(manifest: Manifest) -> str:
+    compat = manifest.spec.compatibility
+    if compat is None:
+        return ""
+    ranges = [("csext", compat.csext), ("CloudStack", compat.cloudstack)]
+    return "; ".join(f"{what} {text}" for what, text in ranges if text)
 
 
 def _broken_summary(name: str, manifest_path: Path, problems: list[str]) -> Summary:
