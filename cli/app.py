@@ -1,10 +1,15 @@
-"""The `csext` command line: a thin layer that parses, builds settings and calls the library."""
+"""The `csext` command line: a thin layer that parses, builds settings and calls the library.
+
+Errors, exit codes and output styles are shared by every command through cli/context.py (the
+root app's class, `CsextGroup`, reports whatever a command raises): see docs/cli.md.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import typer
@@ -14,25 +19,49 @@ from csext.cli import hooks as cli_hooks
 from csext.cli import serve as cli_serve
 from csext.cli import shim as cli_forward
 from csext.cli import store as cli_store
-from csext.schemas.errors import CsextError
+from csext.cli.context import (
+    EXIT_DATAERR,
+    EXIT_NOINPUT,
+    EXIT_USAGE,
+    AmqpOpt,
+    CsextGroup,
+    JsonOpt,
+    command_settings,
+    emit,
+    fail,
+    set_debug,
+)
 from csext.worker.logs import configure_logging
-from csext.worker.settings import Settings, load_settings
 
 app = typer.Typer(
     name="csext",
     help="Extend Apache CloudStack with small programs in any language.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    cls=CsextGroup,
+    context_settings={"help_option_names": ["--help", "-h"]},
 )
 
-EXIT_UNAVAILABLE = 69
-"""sysexits EX_UNAVAILABLE: broker unreachable."""
+
+def _print_version(value: bool) -> None:
+    if value:
+        from csext.store.compat import csext_version
+
+        typer.echo(f"csext {csext_version()}")
+        raise typer.Exit()
 
 
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"csext: {message}", err=True)
-    return typer.Exit(code)
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show tracebacks, for bug reports (also CSEXT_DEBUG=1)."
+    ),
+) -> None:
+    """Extend Apache CloudStack with small programs in any language."""
+    set_debug(debug)
 
 
 def read_input(source: str) -> bytes:
@@ -42,7 +71,25 @@ def read_input(source: str) -> bytes:
     try:
         return Path(source).read_bytes()
     except OSError as exc:
-        raise fail(f"cannot read {source}: {exc.strerror}", 2) from None
+        fail(
+            f"cannot read {source}: {exc.strerror}",
+            "give a readable file, or - to read standard input",
+            EXIT_NOINPUT,
+        )
+
+
+def read_json(source: str, what: str) -> Any:
+    """JSON from a file or stdin; not JSON: exit 65 saying where it broke."""
+    data = read_input(source)
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        shown = "standard input" if source == "-" else source
+        fail(
+            f"{what} from {shown} is not JSON: {exc}",
+            "check the file with `python3 -m json.tool FILE`",
+            EXIT_DATAERR,
+        )
 
 
 @app.command()
@@ -54,7 +101,7 @@ def worker(
     log_level: str | None = typer.Option(None, help="DEBUG, INFO, WARNING, ERROR"),
 ) -> None:
     """Consume CloudStack events and RPC calls and run the registry's extensions."""
-    settings = _settings(
+    settings = command_settings(
         registry=registry,
         amqp_url=amqp_url,
         concurrency=concurrency,
@@ -70,10 +117,7 @@ def worker(
     from csext.worker.supervisor import die_with_parent
 
     die_with_parent()
-    try:
-        asyncio.run(Worker(settings).run())
-    except CsextError as exc:
-        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    asyncio.run(Worker(settings).run())
 
 
 @app.command()
@@ -88,14 +132,14 @@ def call(
     """Call an extension through the worker pool, like CloudStack would."""
     from csext.cli.call import run_call
 
-    settings = _settings(amqp_url=amqp_url)
-    body = orjson.loads(read_input(payload)) if payload else {}
+    settings = command_settings(amqp_url=amqp_url)
+    body = read_json(payload, "the payload") if payload else {}
     code = asyncio.run(run_call(settings, name, action, body, timeout, json_output))
     raise typer.Exit(code)
 
 
-@app.command()
-def emit(
+@app.command("emit")
+def emit_cmd(
     category: str = typer.Option(
         ..., help="ActionEvent, AlertEvent, UsageEvent, ResourceStateEvent, AsyncJobEvent"
     ),
@@ -110,22 +154,19 @@ def emit(
     """Publish an event exactly as CloudStack's RabbitMQ event bus does."""
     from csext.worker.amqp.emit import emit_event
 
-    settings = _settings(amqp_url=amqp_url)
+    settings = command_settings(amqp_url=amqp_url)
     data = read_input(body)
-    try:
-        key = asyncio.run(
-            emit_event(
-                settings.amqp_url,
-                settings.cloudstack_exchange,
-                category=category,
-                event_type=type_,
-                resource_type=resource_type,
-                resource_uuid=uuid,
-                body=data,
-            )
+    key = asyncio.run(
+        emit_event(
+            settings.amqp_url,
+            settings.cloudstack_exchange,
+            category=category,
+            event_type=type_,
+            resource_type=resource_type,
+            resource_uuid=uuid,
+            body=data,
         )
-    except CsextError as exc:
-        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+    )
     typer.echo(key)
 
 
@@ -134,24 +175,19 @@ def runs(
     name: str | None = typer.Argument(None, help="Extension name (all extensions if omitted)"),
     limit: int = typer.Option(20, help="Most recent records to show"),
     since: str = typer.Option("24h", help="How far back to look: 90s, 15m, 24h, 7d"),
-    json_output: bool = typer.Option(False, "--json", help="Print the records as JSON"),
-    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+    json_output: bool = JsonOpt,
+    amqp_url: str | None = AmqpOpt,
 ) -> None:
     """Recent runs from the csext.runs.log stream (every worker's run records)."""
     from csext.worker.amqp.runlog import format_runs, parse_duration, recent_runs
 
-    settings = _settings(amqp_url=amqp_url)
+    settings = command_settings(amqp_url=amqp_url)
     try:
         window = parse_duration(since)
-        records = asyncio.run(recent_runs(settings.amqp_url, name, limit=limit, since=window))
     except ValueError as exc:
-        raise fail(str(exc), 2) from None
-    except CsextError as exc:
-        raise fail(str(exc), EXIT_UNAVAILABLE) from None
-    if json_output:
-        typer.echo(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
-    else:
-        typer.echo(format_runs(records))
+        fail(str(exc), "e.g. --since 90s, 15m, 24h or 7d", EXIT_USAGE)
+    records = asyncio.run(recent_runs(settings.amqp_url, name, limit=limit, since=window))
+    emit(json_output, records, lambda: format_runs(records))
 
 
 dead_app = typer.Typer(help="Dead letters in csext.dead: list them, replay them.")
@@ -163,21 +199,15 @@ def dead_list(
     extension: str | None = typer.Option(None, help="Only this extension's dead letters"),
     reason: str | None = typer.Option(None, help="Only this reason, e.g. retries-exhausted"),
     limit: int = typer.Option(50, help="At most this many"),
-    json_output: bool = typer.Option(False, "--json", help="Print them as JSON"),
-    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+    json_output: bool = JsonOpt,
+    amqp_url: str | None = AmqpOpt,
 ) -> None:
     """List dead letters and why they died (nothing is removed)."""
     from csext.worker.amqp.dlq import format_dead, list_dead, matcher
 
-    settings = _settings(amqp_url=amqp_url)
-    try:
-        found = asyncio.run(list_dead(settings.amqp_url, matcher(extension, reason), limit))
-    except CsextError as exc:
-        raise fail(str(exc), EXIT_UNAVAILABLE) from None
-    if json_output:
-        typer.echo(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
-    else:
-        typer.echo(format_dead(found))
+    settings = command_settings(amqp_url=amqp_url)
+    found = asyncio.run(list_dead(settings.amqp_url, matcher(extension, reason), limit))
+    emit(json_output, found, lambda: format_dead(found))
 
 
 @dead_app.command("replay")
@@ -186,7 +216,7 @@ def dead_replay(
     reason: str | None = typer.Option(None, help="Only this reason"),
     limit: int | None = typer.Option(None, help="At most this many"),
     yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
-    amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
+    amqp_url: str | None = AmqpOpt,
 ) -> None:
     """Put dead letters back into the queue they came from, to be run again."""
     from dataclasses import asdict
@@ -194,29 +224,10 @@ def dead_replay(
     from csext.worker.amqp.dlq import matcher, replay_dead
 
     if not yes and not (sys.stdin.isatty() and typer.confirm("Replay the matching dead letters?")):
-        raise fail("nothing replayed: confirm, or pass --yes", 1)
-    settings = _settings(amqp_url=amqp_url)
-    try:
-        report = asyncio.run(replay_dead(settings.amqp_url, matcher(extension, reason), limit))
-    except CsextError as exc:
-        raise fail(str(exc), EXIT_UNAVAILABLE) from None
+        fail("nothing replayed", "confirm with 'y', or pass --yes")
+    settings = command_settings(amqp_url=amqp_url)
+    report = asyncio.run(replay_dead(settings.amqp_url, matcher(extension, reason), limit))
     typer.echo(orjson.dumps(asdict(report)).decode())
-
-
-def _settings(**overrides: object) -> Settings:
-    from pydantic import ValidationError
-
-    from csext.schemas.errors import describe_validation_error
-
-    try:
-        return load_settings(**overrides)
-    except ValidationError as exc:
-        lines = describe_validation_error(exc)
-        raise fail(
-            "invalid settings (flags, CSEXT_* environment or config file):\n  "
-            + "\n  ".join(lines),
-            2,
-        ) from None
 
 
 for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve):

@@ -1,9 +1,9 @@
 """CLI commands for sharing extensions: bundles, Git install/update, index and search.
 
 A thin layer over csext.store.bundle, .install and .index (registered by worker/cli.py): each
-command builds Settings, calls one library function and prints text or `--json`. Conventions
-are those of cli_store: `error: ...` on stderr (plus `{"error": ...}` with --json) and exit 1;
-after a registry change, a best-effort `registry-changed` broadcast on csext.control.
+command builds Settings, calls one library function and prints text or `--json`; errors are
+reported by cli/context.py. Long steps (clone, fetch, verify, build) show a progress spinner on
+a terminal. After a registry change, a best-effort `registry-changed` broadcast on csext.control.
 """
 
 from __future__ import annotations
@@ -21,8 +21,11 @@ from csext.cli.context import (
     RegistryOpt,
     emit,
     handled,
+    hook_option,
     notify,
+    progress,
     table,
+    warn,
 )
 from csext.store import bundle, index, install
 from csext.store.git import Author
@@ -64,7 +67,9 @@ def export_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Write an extension as a .tar.gz bundle with sha256 checksums (bundle.json)."""
-    result = bundle.export_bundle(load_settings(registry=registry).registry, name, output)
+    registry_dir = load_settings(registry=registry).registry
+    with progress(f"exporting {name}"):
+        result = bundle.export_bundle(registry_dir, name, output)
     text = (
         f"exported {result.name} {result.version} to {result.path} "
         f"({len(result.files)} files, sha256 {result.sha256})"
@@ -88,13 +93,14 @@ def import_cmd(
     limits = bundle.BundleLimits(
         max_member_bytes=int(max_file_mib * _MIB), max_total_bytes=int(max_total_mib * _MIB)
     )
-    result = bundle.import_bundle(
-        settings.registry,
-        file,
-        replace=replace,
-        limits=limits,
-        author=(Author.parse(author) if author else None),
-    )
+    with progress(f"verifying and importing {file}"):
+        result = bundle.import_bundle(
+            settings.registry,
+            file,
+            replace=replace,
+            limits=limits,
+            author=(Author.parse(author) if author else None),
+        )
     notify(settings, result.name, "import", result.commit)
     verb = "replaced" if result.replaced else "imported"
     text = (
@@ -121,10 +127,11 @@ def install_cmd(
 ) -> None:
     """Install an extension from a Git repository, pinned to the commit REF resolves to."""
     settings = load_settings(registry=registry, amqp_url=amqp_url)
-    result = install.install_extension(
-        settings.registry, target, ref=ref, subdir=subdir, name=name, replace=replace,
-        author=(Author.parse(author) if author else None),
-    )  # fmt: skip
+    with progress(f"cloning {target} and validating"):
+        result = install.install_extension(
+            settings.registry, target, ref=ref, subdir=subdir, name=name, replace=replace,
+            author=(Author.parse(author) if author else None),
+        )  # fmt: skip
     notify(settings, result.name, "install", result.registry_commit)
     at = f"@{result.ref}" if result.ref else ""
     text = (
@@ -154,16 +161,18 @@ def update_cmd(
             return True
         if json_out or not sys.stdin.isatty():
             return False
+        step.stop()  # the question replaces the spinner
         typer.echo(_plan_text(plan))
         return typer.confirm(f"Apply this update to {plan.name}?", default=False)
 
-    result = install.update_extension(
-        settings.registry,
-        name,
-        ref=ref,
-        confirm=confirm,
-        author=(Author.parse(author) if author else None),
-    )
+    with progress(f"fetching {name}'s repository") as step:
+        result = install.update_extension(
+            settings.registry,
+            name,
+            ref=ref,
+            confirm=confirm,
+            author=(Author.parse(author) if author else None),
+        )
     notify(settings, name, "update", result.registry_commit)
     plan = result.plan
     if json_out:
@@ -212,9 +221,10 @@ def index_build_cmd(
     json_out: bool = JsonOpt,
 ) -> None:
     """Build a csext-index.yaml from a folder of extensions, to publish in a Git repository."""
-    result = index.build_index(directory, output, repo=repo, ref=ref)
+    with progress(f"validating the extensions in {directory}"):
+        result = index.build_index(directory, output, repo=repo, ref=ref)
     for problem in result.problems:
-        typer.echo(f"warning: {problem}", err=True)
+        warn(problem)
     names = ", ".join(e.name for e in result.index.extensions) or "none"
     text = f"wrote {result.output}: {len(result.index.extensions)} extensions ({names})"
     emit(json_out, result.as_dict(), text)
@@ -228,7 +238,8 @@ def index_add_cmd(
 ) -> None:
     """Follow an index (a Git repository with csext-index.yaml, or a local index file)."""
     home = _home()
-    source, count = index.add_index(home, url, name)
+    with progress(f"fetching {url}"):
+        source, count = index.add_index(home, url, name)
     data = {**source.as_dict(), "extensions": count, "config": str(home.config_file)}
     emit(json_out, data, f"added index {source.name} ({source.kind}, {count} extensions)")
 
@@ -249,7 +260,8 @@ def index_list_cmd(json_out: bool = JsonOpt) -> None:
 @handled
 def index_update_cmd(json_out: bool = JsonOpt) -> None:
     """Fetch every followed index again (search uses the cached copies)."""
-    statuses = index.update_indexes(_home())
+    with progress("fetching the followed indexes"):
+        statuses = index.update_indexes(_home())
     lines = [
         f"{s.source.name}: " + (f"error: {s.error}" if s.error else f"{s.extensions} extensions")
         for s in statuses
@@ -269,13 +281,14 @@ def index_remove_cmd(name: str, json_out: bool = JsonOpt) -> None:
 @handled
 def search_cmd(
     term: str = typer.Argument(..., help="Matched in names, descriptions and tags ('' = all)."),
-    hook: str | None = typer.Option(None, "--hook", help="Only this hook type."),
+    hook: str | None = typer.Option(None, "--hook", metavar="HOOK", help="Only this hook type."),
     json_out: bool = JsonOpt,
 ) -> None:
     """Search the followed indexes; prints how to install each hit."""
-    result = index.search(_home(), term, hook)
+    wanted = hook_option(hook).value if hook else None
+    result = index.search(_home(), term, wanted)
     for problem in result.problems:
-        typer.echo(f"warning: {problem}", err=True)
+        warn(problem)
     emit(json_out, result.as_dict(), _search_text(result))
 
 

@@ -1,4 +1,8 @@
-"""`csext call`: print what the extension printed and exit with its exit code."""
+"""`csext call`: print what the extension printed and exit with its exit code.
+
+A call that did not run the extension exits with a code of its own (docs/cli.md, "Exit codes")
+after `csext: error: ...`: 69 broker or extension unavailable, 65 bad request, 124 no reply.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from csext.cli.context import print_error
 from csext.schemas.errors import BrokerUnavailable, CallTimeout
 from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.settings import Settings
@@ -32,10 +37,10 @@ async def run_call(
         async with RpcClient(settings.amqp_url) as client:
             reply = await client.call(name, action, payload, timeout=timeout)
     except BrokerUnavailable as exc:
-        print(f"csext: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return EXIT_UNAVAILABLE
     except CallTimeout as exc:
-        print(f"csext: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return EXIT_TIMEOUT
     if as_json:
         sys.stdout.buffer.write(
@@ -50,5 +55,5 @@ async def run_call(
     if reply.error is None:
         return EXIT_SOFTWARE
     if not as_json:
-        print(f"csext: {reply.error.kind}: {reply.error.message}", file=sys.stderr)
+        print_error(f"{reply.error.kind}: {reply.error.message}")
     return ERROR_EXIT.get(reply.error.kind, EXIT_SOFTWARE)

@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import orjson
 import typer
 
+from csext.cli.context import EXIT_USAGE, fail
 from csext.handlers import json_schemas
-from csext.schemas.manifest import HookType
+from csext.schemas.manifest import HOOK_NAMES, HookType, parse_hook
 
-_HOOKS = ", ".join(h.value for h in HookType)
+_HOOKS = HOOK_NAMES
 
 
 def schema(
-    hook: str | None = typer.Argument(None, help=f"One of: {_HOOKS}."),
+    hook: str | None = typer.Argument(
+        None, help=f"One of: {_HOOKS} (or CloudStack's spelling, e.g. Orchestrator)."
+    ),
     all_hooks: bool = typer.Option(False, "--all", help="Every hook."),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="With --all: write one file per hook and part into DIR."
@@ -33,11 +35,13 @@ def schema(
         _write_all(output)
         return
     if hook is None:
-        _fail(f"give a hook ({_HOOKS}) or --all")
+        fail(
+            "give a hook or --all", f"e.g. csext schema orchestrator (hooks: {_HOOKS})", EXIT_USAGE
+        )
     try:
-        hook_type = HookType(hook)
-    except ValueError:
-        _fail(f"unknown hook {hook!r}: use one of {_HOOKS}")
+        hook_type = parse_hook(hook)
+    except ValueError as exc:
+        fail(str(exc), "csext schema --all prints every hook's schemas", EXIT_USAGE)
     sys.stdout.write(_dumps(json_schemas(hook_type)))
 
 
@@ -57,11 +61,6 @@ def _write_all(output: Path | None) -> None:
 
 def _dumps(value: object) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:

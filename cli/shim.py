@@ -19,6 +19,7 @@ from pathlib import Path
 import typer
 
 from csext.bridges import forward as fwd
+from csext.cli.context import warn
 from csext.worker.settings import DEFAULT_CONFIG_FILE
 
 CLOUDSTACK_EXTENSIONS_ROOT = Path("/usr/share/cloudstack-management/extensions")
@@ -85,22 +86,20 @@ def resolve_config(config: Path | None) -> Path:
 def check_config(config: Path) -> None:
     """Warn early when `csext forward` would not find a broker URL in the config file."""
     if not config.is_file():
-        typer.echo(
-            f"warning: config file {config} does not exist yet; create it with an "
-            "`amqp_url: amqp://user:password@host:5672/` line before CloudStack calls the shim",
-            err=True,
+        warn(
+            f"config file {config} does not exist yet; create it with an "
+            "`amqp_url: amqp://user:password@host:5672/` line before CloudStack calls the shim"
         )
         return
     try:
         url = fwd.config_value(str(config), "amqp_url")
     except fwd.ForwardError as exc:
-        typer.echo(f"warning: {exc}", err=True)
+        warn(str(exc))
         return
     if url is None:
-        typer.echo(
-            f"warning: {config} has no top-level `amqp_url:` line; csext forward will use "
-            f"{fwd.DEFAULT_AMQP_URL.replace('guest:guest@', 'guest@')}",
-            err=True,
+        warn(
+            f"{config} has no top-level `amqp_url:` line; csext forward will use "
+            f"{fwd.DEFAULT_AMQP_URL.replace('guest:guest@', 'guest@')}"
         )
 
 

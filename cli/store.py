@@ -3,7 +3,7 @@
 Every command builds Settings, calls one store function, and prints a table (or `--json`).
 Changes are committed by the store; afterwards the CLI broadcasts `registry-changed` on
 csext.control, best-effort: a broker that is down costs a warning on stderr, not the change.
-Errors print `error: ...` on stderr (and `{"error": ...}` with --json) and exit 1.
+Errors are reported by cli/context.py (`csext: error: ...`, exit codes in docs/cli.md).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import typer
 
 from csext.cli import assist as cli_assist
 from csext.cli.context import (
+    HOOK_HELP,
     AmqpOpt,
     AuthorOpt,
     Ctx,
@@ -27,7 +28,11 @@ from csext.cli.context import (
     RegistryOpt,
     fail_json,
     handled,
+    hook_option,
+    progress,
+    stdout_is_terminal,
     table,
+    warn,
 )
 from csext.schemas.errors import CsextError
 from csext.schemas.manifest import HookType, Runtime
@@ -65,7 +70,9 @@ def register(app: typer.Typer) -> None:
 
 @handled
 def list_cmd(
-    hook: HookType | None = typer.Option(None, "--hook", help="Only this hook type."),
+    hook: HookType | None = typer.Option(
+        None, "--hook", parser=hook_option, metavar="HOOK", help=f"Only this hook. {HOOK_HELP}"
+    ),
     enabled: bool | None = typer.Option(None, "--enabled/--disabled", help="Only these."),
     registry: Path | None = RegistryOpt,
     json_out: bool = JsonOpt,
@@ -74,7 +81,7 @@ def list_cmd(
     ctx = Ctx(registry, json_out)
     rows, warnings = query.list_extensions(ctx.store, hook.value if hook else None, enabled)
     for warning in warnings:
-        typer.echo(f"warning: {warning}", err=True)
+        warn(warning)
     cells = [[r.name, r.status, r.hook, r.version, r.runtime, r.description] for r in rows]
     header = ["NAME", "STATUS", "HOOK", "VERSION", "RUNTIME", "DESCRIPTION"]
     ctx.emit([r.to_dict() for r in rows], lambda: table(cells, header))
@@ -208,7 +215,9 @@ def diff_cmd(
 @handled
 def new_cmd(
     name: str,
-    hook: HookType = typer.Option(..., "--hook", help="Hook type of the new extension."),
+    hook: HookType = typer.Option(
+        ..., "--hook", parser=hook_option, metavar="HOOK", help=HOOK_HELP
+    ),
     lang: scaffold.Language = typer.Option(scaffold.Language.BASH, "--lang"),
     runtime: Runtime = typer.Option(Runtime.EXEC, "--runtime"),
     describe: str | None = cli_assist.DescribeOpt,
@@ -404,8 +413,23 @@ def test_cmd(
     ctx = Ctx(registry, json_out)
     ext, cases, warnings = extension_test.select_cases(ctx.store, name, case, action, payload)
     for warning in warnings:
-        typer.echo(f"warning: {warning}", err=True)
-    results = extension_test.run_cases_sync(ctx.settings, ext, cases)
-    ctx.emit([r.to_dict() for r in results], lambda: extension_test.render(results))
+        warn(warning)
+    with progress(f"testing {name}", total=len(cases)) as step:
+
+        def show(result: extension_test.CaseResult) -> None:
+            step.advance()
+            if not json_out:  # each case as it finishes; the counts come last
+                step.echo(_coloured(extension_test.render_case(result)))
+
+        results = extension_test.run_cases_sync(ctx.settings, ext, cases, show)
+    ctx.emit([r.to_dict() for r in results], lambda: extension_test.summary(results))
     if not results or any(not r.passed for r in results):
         raise typer.Exit(1)
+
+
+def _coloured(block: str) -> str:
+    """PASS in green, FAIL in red on a terminal."""
+    if not stdout_is_terminal():
+        return block
+    verdict, rest = block[:4], block[4:]
+    return typer.style(verdict, fg="green" if verdict == "PASS" else "red", bold=True) + rest

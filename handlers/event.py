@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from csext.schemas.errors import summarize_validation_error
 from csext.schemas.event import CATEGORIES, escape_part
 from csext.schemas.hooks.common import EventFilters, FailurePolicy, HookResult, Meaning
 from csext.schemas.hooks.event import BODY_MODELS, EventInput, ResourceStateEventBody
@@ -90,13 +91,18 @@ def normalise(event: Any) -> EventInput:
     model = BODY_MODELS.get(str(category))
     try:
         typed = model.model_validate(body) if model else None
+    except ValidationError as error:
+        raise ValueError(
+            f"event does not fit: {summarize_validation_error(error, prefix='body')}"
+        ) from None
+    try:
         state = None
         if isinstance(typed, ResourceStateEventBody):
             state = (typed.old_state, typed.new_state, typed.status)
         fields = _normalised_fields(event, body, state)
         return EventInput.model_validate({**event, **fields, "body": body})
     except ValidationError as error:
-        raise ValueError(f"event does not fit: {error.errors()[0]['msg']}") from None
+        raise ValueError(f"event does not fit: {summarize_validation_error(error)}") from None
 
 
 _KEY_FIELDS = ("source", "category", "type", "resource_type", "resource_uuid")

@@ -18,7 +18,15 @@ from pydantic import ValidationError
 
 
 class CsextError(Exception):
-    """Root of every error csext raises on purpose."""
+    """Root of every error csext raises on purpose. `fix`, when known, says what to do; the
+    CLI prints it on a line of its own under the error."""
+
+    fix: str | None = None
+
+    def __init__(self, *args: object, fix: str | None = None) -> None:
+        super().__init__(*args)
+        if fix is not None:
+            self.fix = fix
 
 
 class ConfigError(CsextError):
@@ -73,3 +81,11 @@ def describe_validation_error(error: ValidationError, *, prefix: str = "") -> li
         shown = "" if item["type"] == "missing" or isinstance(got, dict) else f" (got {got!r:.60})"
         lines.append(f"{field}: {message}{shown}")
     return lines
+
+
+def summarize_validation_error(error: ValidationError, *, prefix: str = "", limit: int = 3) -> str:
+    """The first `limit` problems on one line, each with its field path (for dead-letter
+    reasons and `bad-payload` errors, which travel in one header or log line)."""
+    lines = describe_validation_error(error, prefix=prefix)
+    more = len(lines) - limit
+    return "; ".join(lines[:limit]) + (f"; and {more} more" if more > 0 else "")

@@ -7,9 +7,10 @@ camelCase in YAML (as in CloudStack's proposal) and snake_case in Python.
 
 from __future__ import annotations
 
+import difflib
 import re
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AliasChoices,
@@ -31,6 +32,32 @@ SECRET_NAME_PATTERN = r"^[A-Z_][A-Z0-9_]*$"
 
 API_VERSIONS = ("csext/v1", "cloudstack.apache.org/v1")
 
+USER_KEY_PREFIX = "x-"
+"""Keys of your own (notes, tooling) start with `x-`: csext ignores them at any level. Any
+other key csext does not know is an error, so a typo (`retries`, `concurency`) is caught
+instead of silently meaning the default."""
+
+
+def known_keys(model: type[BaseModel]) -> list[str]:
+    """The YAML spellings a model accepts: its camelCase aliases (and alias choices)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        choices = field.validation_alias
+        if isinstance(choices, AliasChoices):
+            keys += [c for c in choices.choices if isinstance(c, str)]
+        keys.append(field.alias or name)
+    return list(dict.fromkeys(keys))
+
+
+def unknown_key_problem(key: str, known: list[str]) -> str:
+    """`unknown key 'retries' (did you mean 'retry'?)`."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    if not close:
+        lowered = {k.lower(): k for k in known}
+        close = [lowered[key.lower()]] if key.lower() in lowered else []
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(known)})"
+    return f"unknown key {key!r}{hint}"
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(
@@ -39,6 +66,28 @@ class _Model(BaseModel):
         extra="forbid",
         frozen=True,
     )
+    extra_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys accepted and kept as they are besides the fields (other formats' keys)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_keys(cls, data: Any) -> Any:
+        """Unknown keys are errors with a suggestion; `x-` keys are the user's and dropped."""
+        if not isinstance(data, dict):
+            return data
+        known = [*known_keys(cls), *cls.extra_keys]
+        accepted = {*known, *cls.model_fields}  # populate_by_name: snake_case works too
+        unknown = [
+            key
+            for key in data
+            if isinstance(key, str) and key not in accepted and not key.startswith(USER_KEY_PREFIX)
+        ]
+        if unknown:
+            problems = [unknown_key_problem(key, known) for key in unknown]
+            raise ValueError(
+                "; ".join(problems) + f" (keys of your own start with {USER_KEY_PREFIX!r})"
+            )
+        return {k: v for k, v in data.items() if not (isinstance(k, str) and k.startswith("x-"))}
 
 
 class HookType(StrEnum):
@@ -52,13 +101,35 @@ class HookType(StrEnum):
     DOMAIN_XML = "domain-xml"
 
 
-# CloudStack's `kind` / `spec.type` values and the hook they mean.
+# CloudStack's `kind` / `spec.type` values and the hook they mean: Extension.Type
+# (api/src/main/java/org/apache/cloudstack/extension/Extension.java: Orchestrator, and
+# NetworkOrchestrator since PR #13032) and the proposed manifest's `kind: OrchestratorExtension`
+# (PR #12102, framework/extensions/src/test/resources/.../util/testmanifest.yaml).
 CLOUDSTACK_KINDS = {
     "OrchestratorExtension": HookType.ORCHESTRATOR,
     "Orchestrator": HookType.ORCHESTRATOR,
     "NetworkOrchestratorExtension": HookType.NETWORK_ORCHESTRATOR,
     "NetworkOrchestrator": HookType.NETWORK_ORCHESTRATOR,
 }
+
+HOOK_NAMES = ", ".join(h.value for h in HookType)
+
+
+def parse_hook(text: str) -> HookType:
+    """A hook in csext's spelling (`network-orchestrator`) or CloudStack's (`Orchestrator`,
+    `NetworkOrchestratorExtension`), in any case; ValueError naming the choices otherwise."""
+    if text in CLOUDSTACK_KINDS:
+        return CLOUDSTACK_KINDS[text]
+    folded = text.strip().lower().replace("_", "-")
+    for hook in HookType:
+        if folded in (hook.value, hook.value.replace("-", "")):
+            return hook
+    for kind, hook in CLOUDSTACK_KINDS.items():
+        if folded == kind.lower():
+            return hook
+    close = difflib.get_close_matches(folded, [h.value for h in HookType], n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ValueError(f"unknown hook {text!r}: {hint}use one of {HOOK_NAMES}")
 
 
 class Runtime(StrEnum):
@@ -179,6 +250,7 @@ class EventBinding(_Model):
 
 class Compatibility(_Model):
     model_config = ConfigDict(extra="allow")
+    extra_keys = ("maxVersion",)
 
     cloudstack: str | None = None
     """A version range such as `>=4.21,<4.24` (syntax: schemas/versions.py)."""
@@ -213,7 +285,10 @@ class Compatibility(_Model):
 
 class Spec(_Model):
     model_config = ConfigDict(extra="allow")
-    """Unknown spec keys are kept (CloudStack's `details`, `orchestrator`, `customActions`...)."""
+    extra_keys = ("details", "orchestrator", "customActions")
+    """CloudStack's proposed manifest keys are kept as they are (PR #12102's
+    util/ExtensionConfig.java: spec.details, spec.orchestrator.requiresPrepareVm,
+    spec.customActions); any other unknown key is an error."""
 
     hook: HookType | None = None
     type: str | None = None
@@ -253,14 +328,21 @@ class Spec(_Model):
             return {}
         return None if value is False else value
 
+    @field_validator("hook", mode="before")
+    @classmethod
+    def _hook_spelling(cls, value: Any) -> Any:
+        """`hook: Orchestrator` means what `type: Orchestrator` means."""
+        return parse_hook(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _hook_known(self) -> Spec:
         if self.hook is None:
-            hook = CLOUDSTACK_KINDS.get(self.type or "")
+            try:
+                hook = parse_hook(self.type) if self.type else None
+            except ValueError as exc:
+                raise ValueError(f"type: {exc}") from None
             if hook is None:
-                raise ValueError(
-                    "spec.hook is required: one of " + ", ".join(h.value for h in HookType)
-                )
+                raise ValueError(f"spec.hook is required: one of {HOOK_NAMES}")
             object.__setattr__(self, "hook", hook)
         return self
 

@@ -83,8 +83,9 @@ def test_call_with_unreachable_broker_says_so():
 
 def test_call_with_unreadable_payload_file_says_so(tmp_path):
     result = csext("call", "hello", "greet", "--payload", str(tmp_path / "missing.json"))
-    assert result.returncode == 2
-    assert b"cannot read" in result.stderr
+    assert result.returncode == 66  # EX_NOINPUT
+    assert result.stderr.startswith(b"csext: error: cannot read ")
+    assert b"No such file or directory\n  fix: " in result.stderr
 
 
 def test_invalid_settings_name_the_variable():

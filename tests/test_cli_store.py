@@ -292,7 +292,8 @@ def test_missing_git_is_a_clear_error(hello: Cli) -> None:
 
 def test_test_command_passes_and_fails(hello: Cli, tmp_path: Path) -> None:
     result = hello("test", "hello")
-    assert "5 passed, 0 failed" in result.stdout and "ret::{exit code: 0" in result.stdout
+    assert "5 passed, 0 failed" in result.stdout
+    assert "PASS  alertevent  AlertEvent  success (exit 0)" in result.stdout
     one = hello.json("test", "hello", "--case", "alertevent")
     assert [c["name"] for c in one] == ["alertevent"] and one[0]["passed"]
     case = hello.registry / "hello" / "tests" / "zfail.yaml"
@@ -302,8 +303,10 @@ def test_test_command_passes_and_fails(hello: Cli, tmp_path: Path) -> None:
     )
     failed = hello("test", "hello", ok=False)
     assert failed.exit_code == 1 and "5 passed, 1 failed" in failed.stdout
-    assert "expected exitCode: expected 3, got 0" in failed.stdout
-    assert "stdoutJson.status: expected" in failed.stdout
+    assert "FAIL  zfail  ActionEvent  success (exit 0)" in failed.stdout
+    assert "      exitCode: expected 3, got 0" in failed.stdout
+    assert 'stdoutJson.status: expected "error", got "success"' in failed.stdout
+    assert "      stdout: " in failed.stdout  # what the extension printed, for the failure only
 
 
 def test_test_command_adhoc_payload(hello: Cli) -> None:

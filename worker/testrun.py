@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,16 +67,25 @@ def case_input(ext: Extension, case: TestCase, payload: Any) -> tuple[str, Any]:
     return case.action or "event", payload
 
 
+OnResult = Callable[["CaseResult"], None]
+"""Called after each case (progress display, streamed output)."""
+
+
 async def run_cases(
-    settings: Settings, ext: Extension, cases: list[LoadedCase]
+    settings: Settings, ext: Extension, cases: list[LoadedCase], on_result: OnResult | None = None
 ) -> list[CaseResult]:
     runner = ExecRunner(
         run_dir=settings.run_dir, output_cap=settings.output_cap, kill_grace=settings.kill_grace
     )
     runtimes = Runtimes(settings, runner)
     executor = Executor(settings, runtimes, RunRecorder(None))
+    results = []
     try:
-        return [await run_case(executor, ext, loaded) for loaded in cases]
+        for loaded in cases:
+            results.append(await run_case(executor, ext, loaded))
+            if on_result is not None:
+                on_result(results[-1])
+        return results
     finally:
         await runtimes.aclose()
 
@@ -184,8 +194,10 @@ def adhoc_case(action: str, payload_file: Path | None, payload: Any) -> LoadedCa
     return LoadedCase("adhoc", payload_file or Path("-"), case, payload)
 
 
-def run_cases_sync(settings: Settings, ext: Extension, cases: list[LoadedCase]) -> list[CaseResult]:
-    return asyncio.run(run_cases(settings, ext, cases))
+def run_cases_sync(
+    settings: Settings, ext: Extension, cases: list[LoadedCase], on_result: OnResult | None = None
+) -> list[CaseResult]:
+    return asyncio.run(run_cases(settings, ext, cases, on_result))
 
 
 def load_for_test(store: Store, name: str) -> tuple[Extension, list[str]]:
@@ -232,26 +244,37 @@ def select_cases(
 
 
 def render(results: list[CaseResult]) -> str:
-    """Human-readable report: per case ret::{stdout, stderr, exit code}, result, verdict."""
-    lines = []
-    for r in results:
-        verdict = "PASS" if r.passed else "FAIL"
-        lines.append(f"{verdict}  {r.name}  action={r.action}  {r.duration_ms} ms")
-        lines.append(f"  ret::{{exit code: {r.exit_code}, outcome: {r.outcome}}}")
-        lines.append(f"  stdout: {_indent(r.stdout)}")
-        lines.append(f"  stderr: {_indent(r.stderr)}")
-        if r.result is not None:
-            lines.append(f"  result: {orjson.dumps(r.result).decode()}")
-        if r.error:
-            lines.append(f"  error: {r.error}")
-        lines += [f"  expected {failure}" for failure in r.failures]
-    passed = sum(r.passed for r in results)
-    lines.append(f"{passed} passed, {len(results) - passed} failed")
+    """Human-readable report: one block per case (`render_case`), then the counts."""
+    return "\n".join([*(render_case(r) for r in results), summary(results)])
+
+
+def render_case(r: CaseResult) -> str:
+    """`PASS  name  action  outcome (exit N)  12 ms`; a failure adds each expectation that did
+    not hold (expected vs got), the error, and what the extension printed."""
+    exit_code = "no exit code" if r.exit_code is None else f"exit {r.exit_code}"
+    outcome = r.outcome or "not run"
+    head = f"{'PASS' if r.passed else 'FAIL'}  {r.name}  {r.action}  {outcome} ({exit_code})"
+    lines = [f"{head}  {r.duration_ms} ms"]
+    if r.passed:
+        return lines[0]
+    lines += [f"      {failure}" for failure in r.failures]
+    if r.error and not any(r.error in failure for failure in r.failures):
+        lines.append(f"      error: {r.error}")
+    if r.result is not None:
+        lines.append(f"      result: {_short(r.result)}")
+    lines.append(f"      stdout: {_indent(r.stdout)}")
+    lines.append(f"      stderr: {_indent(r.stderr)}")
     return "\n".join(lines)
+
+
+def summary(results: list[CaseResult]) -> str:
+    """`N passed, N failed` (a line test runners and CI read)."""
+    passed = sum(r.passed for r in results)
+    return f"{passed} passed, {len(results) - passed} failed"
 
 
 def _indent(text: str) -> str:
     text = text.rstrip("\n")
     if not text:
         return "(empty)"
-    return text.replace("\n", "\n          ")
+    return text.replace("\n", "\n              ")
