@@ -44,6 +44,8 @@ CHANNEL_OPEN = (20, 10)
 CHANNEL_OPEN_OK = (20, 11)
 CHANNEL_CLOSE = (20, 40)
 CHANNEL_CLOSE_OK = (20, 41)
+QUEUE_DECLARE = (50, 10)
+QUEUE_DECLARE_OK = (50, 11)
 BASIC_CONSUME = (60, 20)
 BASIC_CONSUME_OK = (60, 21)
 BASIC_PUBLISH = (60, 40)
@@ -92,6 +94,19 @@ class AmqpClosed(AmqpError):
 
 class AmqpReturned(AmqpError):
     """The broker returned a mandatory message: nothing is bound to route it."""
+
+
+class AmqpNoConsumer(AmqpError):
+    """Nothing consumed the call's queue within the grace period, and no reply came."""
+
+    def __init__(self, message: str, queue_exists: bool) -> None:
+        super().__init__(message)
+        self.queue_exists = queue_exists
+
+
+NO_QUEUE = -1
+"""`Connection.queue_consumers`: the queue does not exist."""
+_PENDING = -2
 
 
 # ---------------------------------------------------------------------------- URL
@@ -303,6 +318,22 @@ def parse_header_properties(payload: bytes) -> tuple[int, dict[str, Any]]:
     return body_size, props
 
 
+def queue_declare_passive(channel: int, queue: str) -> bytes:
+    """Queue.Declare with passive set: the broker answers with the queue's message and
+    consumer counts, or closes the channel with 404 when it does not exist."""
+    return method(
+        channel, QUEUE_DECLARE, struct.pack(">H", 0) + shortstr(queue) + b"\x01" + table({})
+    )
+
+
+def parse_declare_ok(payload: bytes) -> tuple[str, int, int]:
+    """(queue, message count, consumer count) of a Queue.DeclareOk."""
+    reader = Reader(payload, 4)
+    name = reader.shortstr()
+    messages, consumers = reader.unpack(">I"), reader.unpack(">I")
+    return name, messages, consumers
+
+
 def parse_close(payload: bytes) -> tuple[int, str]:
     reader = Reader(payload, 4)
     code = reader.unpack(">H")
@@ -329,6 +360,17 @@ def method_ids(payload: bytes) -> tuple[int, int]:
 # ---------------------------------------------------------------------------- connection
 
 
+def _reply_to_consume() -> bytes:
+    """Basic.Consume arguments for direct reply-to, no-ack."""
+    return (
+        struct.pack(">H", 0)
+        + shortstr("amq.rabbitmq.reply-to")
+        + shortstr("")
+        + b"\x02"  # no_ack
+        + table({})
+    )
+
+
 class Message:
     __slots__ = ("body", "properties")
 
@@ -347,6 +389,12 @@ class Connection:
         self.frame_max = 131072
         self.sock: socket.socket | None = None
         self._buffer = bytearray()
+        # call_served's state: the reply awaited, and the channel queues are asked on
+        self._correlation = ""
+        self._reply: Message | None = None
+        self._probe_channel = 1
+        self._probe_closed = True
+        self._probe: int | None = _PENDING
 
     # -- socket primitives
 
@@ -490,13 +538,7 @@ class Connection:
 
     def call(self, exchange: str, routing_key: str, body: bytes, props: dict[str, Any]) -> Message:
         """Consume direct reply-to, publish, and wait for the reply with our correlation id."""
-        consume = (
-            struct.pack(">H", 0)
-            + shortstr("amq.rabbitmq.reply-to")
-            + shortstr("")
-            + b"\x02"  # no_ack
-            + table({})
-        )
+        consume = _reply_to_consume()
         props = {**props, "reply_to": "amq.rabbitmq.reply-to"}
         self.send(
             method(1, BASIC_CONSUME, consume)
@@ -504,6 +546,103 @@ class Connection:
         )
         self.expect(BASIC_CONSUME_OK, "subscribing to direct reply-to")
         return self._wait_reply(props["correlation_id"])
+
+    def call_served(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        props: dict[str, Any],
+        queue: str,
+        grace: float,
+    ) -> Message:
+        """`call`, but only while something consumes `queue` (the queue the call routes to).
+
+        A passive Queue.Declare returns the queue's consumer count. With a consumer the call
+        goes out as `call` sends it. Without one (no worker serves the extension, or the queue
+        is gone) the message may wait only `grace` seconds for a consumer (its expiration, so
+        it is never run after the caller gave up), the queue is asked again every 0.2 s, and
+        AmqpNoConsumer is raised when none appeared and no reply came. A worker answers an
+        unknown or disabled extension through the alternate exchange within that time.
+        """
+        self._correlation = props["correlation_id"]
+        self._reply = None
+        self.send(method(1, BASIC_CONSUME, _reply_to_consume()))
+        consumers = self.queue_consumers(queue)
+        served = consumers is None or consumers > 0  # None: the broker would not say
+        expiration = props["expiration"] if served else str(max(1, int(grace * 1000)))
+        props = {**props, "reply_to": "amq.rabbitmq.reply-to", "expiration": expiration}
+        self.send(publish(1, exchange, routing_key, body, props, self.frame_max))
+        if not served:
+            give_up = min(time.monotonic() + grace, self.deadline)
+            while self._reply is None and not served:
+                self._pump_until(min(time.monotonic() + 0.2, give_up), "waiting for a worker")
+                if self._reply is not None:
+                    break
+                consumers = self.queue_consumers(queue)
+                served = consumers is None or consumers > 0
+                if not served and time.monotonic() >= give_up:
+                    raise AmqpNoConsumer(
+                        f"nothing consumes queue {queue!r} (waited {grace:g}s)",
+                        queue_exists=consumers != NO_QUEUE,
+                    )
+        self._pump_until(self.deadline, "waiting for the reply")
+        assert self._reply is not None
+        return self._reply
+
+    def queue_consumers(self, queue: str) -> int | None:
+        """Consumers of `queue`: NO_QUEUE when it does not exist, None when the broker refused
+        to say (e.g. no permission); frames for the call on channel 1 are handled meanwhile."""
+        if self._probe_closed:  # a 404 closes the channel it was asked on: open the next one
+            self._probe_channel += 1
+            self._probe_closed = False
+            self.send(method(self._probe_channel, CHANNEL_OPEN, shortstr("")))
+        self._probe = _PENDING
+        self.send(queue_declare_passive(self._probe_channel, queue))
+        while self._probe == _PENDING:
+            self._dispatch(*self.read_frame("asking the broker about the extension's queue"))
+        return self._probe
+
+    def _pump_until(self, until: float, what: str) -> None:
+        """Handle frames until the reply arrived or `until` (monotonic) passed; only the real
+        deadline raises AmqpTimeout."""
+        deadline = self.deadline
+        self.deadline = min(deadline, until)
+        try:
+            while self._reply is None:
+                self._dispatch(*self.read_frame(what))
+        except AmqpTimeout:
+            if time.monotonic() >= deadline:
+                raise
+        finally:
+            self.deadline = deadline
+
+    def _dispatch(self, kind: int, channel: int, payload: bytes) -> None:
+        """One frame of `call_served`: probe answers on the probe channel, the reply (or a
+        return or close) on channel 1 and 0."""
+        if kind != FRAME_METHOD:
+            return
+        ids = method_ids(payload)
+        if channel > 1:
+            if channel != self._probe_channel:
+                return
+            if ids == QUEUE_DECLARE_OK:
+                self._probe = parse_declare_ok(payload)[2]
+            elif ids == CHANNEL_CLOSE:
+                code, _text = parse_close(payload)
+                self._send_quietly(method(channel, CHANNEL_CLOSE_OK))
+                self._probe_closed = True
+                self._probe = NO_QUEUE if code == 404 else None
+            return
+        self._raise_on_close(ids, payload)
+        if ids == BASIC_RETURN:
+            code, text = parse_close(payload)
+            self._read_content()
+            raise AmqpReturned(f"the broker could not route the call: {code} {text}")
+        if ids == BASIC_DELIVER:
+            message = self._read_content()
+            if message.properties.get("correlation_id") == self._correlation:
+                self._reply = message
 
     def _wait_reply(self, correlation_id: str) -> Message:
         while True:

@@ -10,7 +10,9 @@ here before typer, pydantic, yaml or aio-pika are imported, and this module impo
 stdlib and `fastamqp`. The broker URL comes from `CSEXT_AMQP_URL` or the `amqp_url:` line of the
 worker's YAML config file, read with a tiny line parser (flat `key: value` only).
 
-Failures of csext itself (bad arguments, unreadable payload, broker unreachable, unknown
+An extension that ran has its stdout and exit code passed on byte for byte, whatever csext
+thought of them: CloudStack parses the output itself. Failures of csext itself (bad arguments,
+unreadable payload, broker unreachable, no worker consuming the extension's queue, unknown
 extension, deadline passed) print one JSON line `{"status":"error","error":"..."}` on stdout
 (what CloudStack shows the operator) and exit 1. It never runs past the caller's timeout.
 """
@@ -35,7 +37,10 @@ MAX_MARGIN = 2.0
 """Seconds kept back from the caller's timeout: at most this, at most 10% of the timeout."""
 DEFAULT_CONFIG_FILE = "/etc/csext/csext.yaml"
 DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/"
+DEFAULT_WORKER_GRACE = 3.0
+"""Seconds a call may wait for a worker to consume the extension's queue (`worker_grace`)."""
 RPC_EXCHANGE = "csext.rpc"  # = constants.RPC_EXCHANGE (not imported: keep this path tiny)
+RPC_QUEUE = "csext.ext.{}.rpc"  # = constants.rpc_queue(name)
 HEADER_DEADLINE = "x-csext-deadline"  # = constants.HEADER_DEADLINE
 ERROR_EXIT = 1
 
@@ -51,7 +56,8 @@ extension's stdout (its stderr on stderr) and exit with its exit code.
   <timeout-seconds>          CloudStack's argv[3]; default 60
 
 Broker: CSEXT_AMQP_URL, else `amqp_url:` in the config file (CSEXT_CONFIG, default
-/etc/csext/csext.yaml), else amqp://guest:guest@localhost:5672/.
+/etc/csext/csext.yaml), else amqp://guest:guest@localhost:5672/. With no worker consuming
+the extension's queue it fails after CSEXT_WORKER_GRACE / `worker_grace:` seconds (default 3).
 """
 
 
@@ -145,16 +151,48 @@ def config_value(path: str, key: str) -> str | None:
     return None if keys is None else keys.get(key)
 
 
+def config_path(environ: Mapping[str, str]) -> str | None:
+    """The config file to read, None when there is none.
+
+    A missing default file (/etc/csext/csext.yaml) is not an error: the defaults then apply,
+    so a generated shim works out of the box against a local broker. A missing file named
+    in CSEXT_CONFIG (other than the default) is an error: the user meant that file."""
+    named = environ.get("CSEXT_CONFIG")
+    path = named or DEFAULT_CONFIG_FILE
+    if os.path.isfile(path):
+        return path
+    if named and os.path.abspath(named) != DEFAULT_CONFIG_FILE:
+        raise ForwardError(f"config file {named} (CSEXT_CONFIG) does not exist")
+    return None
+
+
+def setting(environ: Mapping[str, str], key: str) -> str | None:
+    """CSEXT_<KEY> from the environment, else `key:` from the config file, else None."""
+    value = environ.get("CSEXT_" + key.upper())
+    if value:
+        return value
+    path = config_path(environ)
+    return config_value(path, key) if path else None
+
+
 def amqp_url(environ: Mapping[str, str]) -> str:
     """CSEXT_AMQP_URL, else the config file's amqp_url, else the worker's default."""
-    url = environ.get("CSEXT_AMQP_URL")
-    if url:
-        return url
-    path = environ.get("CSEXT_CONFIG") or DEFAULT_CONFIG_FILE
-    explicit = bool(environ.get("CSEXT_CONFIG"))
-    if explicit and not os.path.isfile(path):
-        raise ForwardError(f"config file {path} (CSEXT_CONFIG) does not exist")
-    return config_value(path, "amqp_url") or DEFAULT_AMQP_URL
+    return setting(environ, "amqp_url") or DEFAULT_AMQP_URL
+
+
+def worker_grace(environ: Mapping[str, str]) -> float:
+    """Seconds a call waits for a worker to consume the extension's queue before failing
+    (CSEXT_WORKER_GRACE, else `worker_grace:` in the config file, else DEFAULT_WORKER_GRACE)."""
+    text = setting(environ, "worker_grace")
+    if text is None:
+        return DEFAULT_WORKER_GRACE
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 600:
+        raise ForwardError(f"worker_grace must be seconds between 0 and 600, got {text!r}")
+    return value
 
 
 # ---------------------------------------------------------------------------- the call
@@ -174,8 +212,11 @@ def read_payload(path: str) -> Any:
         raise ForwardError(f"payload file {path} is not valid JSON: {exc}") from None
 
 
-def rpc(call: Call, url: str, payload: Any, started: float) -> dict[str, Any]:
-    """One request/reply; returns the reply body as a dict."""
+def rpc(
+    call: Call, url: str, payload: Any, started: float, grace: float = DEFAULT_WORKER_GRACE
+) -> dict[str, Any]:
+    """One request/reply; returns the reply body as a dict. With no worker consuming the
+    extension's queue it waits at most `grace` seconds for one (fastamqp.call_served)."""
     budget = call.timeout - margin_for(call.timeout)
     deadline = started + budget
     epoch_deadline_ms = int((time.time() + (deadline - time.monotonic())) * 1000)
@@ -190,7 +231,8 @@ def rpc(call: Call, url: str, payload: Any, started: float) -> dict[str, Any]:
             "correlation_id": os.urandom(16).hex(),
             "expiration": str(expiration),
         }
-        reply = conn.call(RPC_EXCHANGE, call.extension, body, props)
+        queue = RPC_QUEUE.format(call.extension)
+        reply = conn.call_served(RPC_EXCHANGE, call.extension, body, props, queue, grace)
     finally:
         conn.close()
     return decode_reply(reply.body)
@@ -207,6 +249,18 @@ def decode_reply(body: bytes) -> dict[str, Any]:
 
 
 def explain(exc: fastamqp.AmqpError, call: Call) -> str:
+    if isinstance(exc, fastamqp.AmqpNoConsumer):
+        if exc.queue_exists:
+            return (
+                f"no csext worker serves extension {call.extension!r}: nothing consumes its "
+                f"queue {RPC_QUEUE.format(call.extension)} ({exc}); start `csext worker`, or "
+                "see its log for why it does not consume this extension"
+            )
+        return (
+            f"no csext worker answered for extension {call.extension!r} and it has no queue "
+            f"{RPC_QUEUE.format(call.extension)} ({exc}); is `csext worker` running, with a "
+            "registry that has this extension?"
+        )
     if isinstance(exc, fastamqp.AmqpTimeout):
         return (
             f"no reply from extension {call.extension!r} within {call.timeout:g}s ({exc}); "
@@ -231,26 +285,41 @@ def exit_status(code: Any) -> int:
     return code if code <= 255 else ERROR_EXIT
 
 
+NOT_RUN = frozenset({"timeout", "spawn-failed"})
+"""Reply error kinds of a run that has no exit of its own to pass on."""
+
+
+def ran(reply: dict[str, Any]) -> bool:
+    """Whether the extension ran to an exit of its own (code, or signal as a negative code)."""
+    code, error = reply.get("exit_code"), reply.get("error")
+    kind = error.get("kind") if isinstance(error, dict) else None
+    return type(code) is int and kind not in NOT_RUN
+
+
 def emit(reply: dict[str, Any], call: Call, out: BinaryIO, err: BinaryIO) -> int:
-    """Write the reply the way the extension would have; returns the exit status."""
-    stdout = reply.get("stdout") or ""
-    stderr = reply.get("stderr") or ""
-    code = reply.get("exit_code")
+    """Write the reply the way the extension would have; returns the exit status.
+
+    CloudStack parses the output itself (ExternalPathPayloadProvisioner.executeExternalCommand,
+    plugins/hypervisors/external/.../provisioner/ExternalPathPayloadProvisioner.java @0337e34:
+    exit code, then the whole output), so an extension that ran gets its stdout and exit code
+    passed on byte for byte, whatever csext's own reading of it was (that goes into the run
+    record, warnings included). Only csext's own failures (not run, timed out, unknown or
+    disabled extension) print the error line.
+    """
+    if ran(reply):
+        stderr = reply.get("stderr") or ""
+        if call.stderr and stderr:
+            err.write(str(stderr).encode("utf-8", "replace"))
+            err.flush()
+        out.write(str(reply.get("stdout") or "").encode("utf-8", "replace"))
+        out.flush()
+        return exit_status(reply["exit_code"])
     error = reply.get("error")
-    if call.stderr and stderr:
-        err.write(str(stderr).encode("utf-8", "replace"))
-        err.flush()
-    failed_itself = isinstance(code, int) and code != 0 and stdout
-    if error and not failed_itself:
-        message = error.get("message") if isinstance(error, dict) else str(error)
-        kind = error.get("kind") if isinstance(error, dict) else None
-        prefix = f"{kind}: " if kind else ""
-        write_error(out, f"extension {call.extension!r}: {prefix}{message}")
-        status = exit_status(code)
-        return status if status != 0 else ERROR_EXIT
-    out.write(str(stdout).encode("utf-8", "replace"))
-    out.flush()
-    return exit_status(code)
+    message = error.get("message") if isinstance(error, dict) else str(error or "no result")
+    kind = error.get("kind") if isinstance(error, dict) else None
+    prefix = f"{kind}: " if kind else ""
+    write_error(out, f"extension {call.extension!r}: {prefix}{message}")
+    return ERROR_EXIT
 
 
 def write_error(out: BinaryIO, message: str) -> None:
@@ -276,7 +345,8 @@ def main(argv: list[str], environ: dict[str, str] | None = None) -> int:
         out.write(USAGE.encode())
         return 0
     try:
-        reply = rpc(call, amqp_url(env), read_payload(call.payload_file), started)
+        url, grace = amqp_url(env), worker_grace(env)
+        reply = rpc(call, url, read_payload(call.payload_file), started, grace)
     except ForwardError as exc:
         write_error(out, f"csext forward: {exc}")
         return ERROR_EXIT
@@ -357,7 +427,7 @@ def kvm_hook_main(argv: list[str], env: Any, out: BinaryIO, started: float) -> i
             payload = {"vm_name": value}
         call = Call(extension=extension, action=action, payload_file="", timeout=timeout)
         try:
-            reply = rpc(call, amqp_url(env), payload, started)
+            reply = rpc(call, amqp_url(env), payload, started, worker_grace(env))
         except Exception as exc:  # never break a VM start
             sys.stderr.write(f"csext kvm hook: {action} via {extension!r} failed: {exc}\n")
             reply = {}

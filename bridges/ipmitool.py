@@ -290,15 +290,18 @@ class BridgeConfig:
         self.timeout = timeout
 
 
-def config_path(environ: Mapping[str, str]) -> str:
-    path = environ.get("CSEXT_CONFIG") or fwd.DEFAULT_CONFIG_FILE
-    if environ.get("CSEXT_CONFIG") and not os.path.isfile(path):
-        raise BridgeError(f"config file {path} (CSEXT_CONFIG) does not exist")
-    return path
+def config_path(environ: Mapping[str, str]) -> str | None:
+    """forward's rule: a missing default config file is no error, a missing named one is."""
+    try:
+        return fwd.config_path(environ)
+    except fwd.ForwardError as exc:
+        raise BridgeError(str(exc)) from None
 
 
-def top_level_keys(path: str, prefix: str) -> dict[str, str]:
+def top_level_keys(path: str | None, prefix: str) -> dict[str, str]:
     """Every top-level `key: value` line whose key starts with `prefix` (bridges/flatyaml.py)."""
+    if path is None:
+        return {}
     try:
         keys = flatyaml.read_keys(path) or {}
     except OSError as exc:
@@ -306,7 +309,7 @@ def top_level_keys(path: str, prefix: str) -> dict[str, str]:
     return {name: value for name, value in keys.items() if name.startswith(prefix)}
 
 
-def load_config(path: str) -> BridgeConfig:
+def load_config(path: str | None) -> BridgeConfig:
     """`ipmitool_extension`, `ipmitool_timeout` and `ipmitool_route_<n>: "<glob> <extension>"`."""
     keys = top_level_keys(path, "ipmitool_")
     routes: list[tuple[int, Route]] = []
@@ -330,7 +333,7 @@ def load_config(path: str) -> BridgeConfig:
     )
 
 
-def parse_timeout(text: str, path: str) -> float:
+def parse_timeout(text: str, path: str | None) -> float:
     if not text:
         return DEFAULT_TIMEOUT
     try:
@@ -345,7 +348,7 @@ def parse_timeout(text: str, path: str) -> float:
     return value
 
 
-def choose_extension(config: BridgeConfig, address: str, path: str) -> str:
+def choose_extension(config: BridgeConfig, address: str, path: str | None) -> str:
     """The first route whose glob matches the BMC address, else the default."""
     if config.routes:
         from fnmatch import fnmatchcase  # only configs with routes pay for `re`
@@ -357,7 +360,7 @@ def choose_extension(config: BridgeConfig, address: str, path: str) -> str:
         return config.default
     raise BridgeError(
         f"no oob-management extension for BMC {address}: add `ipmitool_extension: <name>` "
-        f"(or an `ipmitool_route_<n>` that matches) to {path}"
+        f"(or an `ipmitool_route_<n>` that matches) to {path or fwd.DEFAULT_CONFIG_FILE}"
     )
 
 
@@ -433,25 +436,40 @@ def rendered_success(result: Mapping[str, Any], call: Invocation) -> Output:
             ERROR_EXIT, stderr=f"Unable to get Chassis Power Status: power state {state}\n"
         )
     if call.action == "user-list":
-        return Output(0, stdout=user_table(result.get("users") or []))
+        table, notes = user_table(result.get("users") or [])
+        return Output(0, stdout=table, stderr="".join(note + "\n" for note in notes))
     if call.action == "user-set-password":
         return Output(0, stdout=f"Set User Password command successful (user {call.user_id})\n")
     return Output(0, stdout=f"Chassis Power Control: {POWER_CONTROL[call.action]}\n")
 
 
-def user_table(users: list[Any]) -> str:
-    """ipmitool's `user list` layout: `%-4d%-17s%-8s%-11s%-11s%s` under its header."""
-    lines = [USER_LIST_HEADER]
+MAX_USER_NAME = 16
+"""IPMI user names are at most 16 bytes (ipmitool prints them in a 17-wide column)."""
+
+
+def user_table(users: list[Any]) -> tuple[str, list[str]]:
+    """ipmitool's `user list` layout (`%-4d%-17s%-8s%-11s%-11s%s` under its header) and the
+    notes for stderr. CloudStack splits each row on runs of spaces (IpmitoolWrapper.findIpmiUser,
+    plugins/outofbandmanagement-drivers/ipmitool/.../IpmitoolWrapper.java @1502b60), so every
+    column keeps at least one space after it: ids keep 3 characters, names 16 (ipmitool's
+    limit); a longer name is cut to 16 and named on stderr."""
+    lines, notes = [USER_LIST_HEADER], []
     for user in users:
         if not isinstance(user, dict):
             continue
         enabled = user.get("enabled") is not False
         flag = "true " if enabled else "false"
         privilege = str(user.get("privilege") or ("ADMINISTRATOR" if enabled else "NO ACCESS"))
-        ident = "".join(str(user.get("id", "")).split()) or "?"
+        ident = "".join(str(user.get("id", "")).split())[:3] or "?"
         name = "_".join(str(user.get("name", "")).split())
-        lines.append(f"{ident:<4}{name:<17}{'true ':<8}{flag:<11}{flag:<11}{privilege}")
-    return "\n".join(lines) + "\n"
+        if len(name) > MAX_USER_NAME:
+            notes.append(
+                f"csext ipmitool: user {ident}: name {name!r} cut to {MAX_USER_NAME} characters "
+                "(ipmitool's limit; CloudStack would not find a longer one)"
+            )
+            name = name[:MAX_USER_NAME]
+        lines.append(f"{ident:<3} {name:<16} {'true ':<8}{flag:<11}{flag:<11}{privilege}")
+    return "\n".join(lines) + "\n", notes
 
 
 # ---------------------------------------------------------------------------- main
@@ -466,7 +484,8 @@ def call_extension(call: Invocation, environ: Mapping[str, str], started: float)
         extension=extension, action=call.action, payload_file="", timeout=config.timeout
     )
     try:
-        reply = fwd.rpc(forwarded, fwd.amqp_url(environ), call.payload(config.timeout), started)
+        url, grace = fwd.amqp_url(environ), fwd.worker_grace(environ)
+        reply = fwd.rpc(forwarded, url, call.payload(config.timeout), started, grace)
     except fwd.ForwardError as exc:
         raise BridgeError(str(exc)) from None
     except fastamqp.AmqpError as exc:

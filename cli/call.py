@@ -6,20 +6,23 @@ after `csext: error: ...`: 69 broker or extension unavailable, 65 bad request, 1
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import orjson
 
+from csext.bridges import forward
 from csext.cli.context import print_error
 from csext.schemas.errors import BrokerUnavailable, CallTimeout
-from csext.worker.amqp.rpc_client import RpcClient
+from csext.worker.amqp.rpc_client import NoWorker, RpcClient
 from csext.worker.settings import Settings
 
 EXIT_UNAVAILABLE = 69
 EXIT_DATAERR = 65
 EXIT_TIMEOUT = 124
 EXIT_SOFTWARE = 70
+EXIT_USAGE = 64
 
 ERROR_EXIT = {
     "unknown-extension": EXIT_UNAVAILABLE,
@@ -34,9 +37,14 @@ async def run_call(
     settings: Settings, name: str, action: str, payload: Any, timeout: float, as_json: bool
 ) -> int:
     try:
+        grace = forward.worker_grace(os.environ)  # same setting as `csext forward`
+    except forward.ForwardError as exc:
+        print_error(str(exc))
+        return EXIT_USAGE
+    try:
         async with RpcClient(settings.amqp_url) as client:
-            reply = await client.call(name, action, payload, timeout=timeout)
-    except BrokerUnavailable as exc:
+            reply = await client.call(name, action, payload, timeout=timeout, grace=grace)
+    except (BrokerUnavailable, NoWorker) as exc:
         print_error(str(exc))
         return EXIT_UNAVAILABLE
     except CallTimeout as exc:

@@ -18,7 +18,6 @@ to turn the caller's payload into the payload file, and to turn the raw
 
 from __future__ import annotations
 
-import html
 import logging
 import re
 from collections.abc import Iterable, Mapping
@@ -231,13 +230,6 @@ def truthy(value: Any) -> bool:
     if isinstance(value, str):
         return value.strip().lower() in ("true", "yes", "1", "on")
     return bool(value)
-
-
-def unescape_text(value: str) -> str:
-    """HTML/Gson escapes that survived as text (`\\u003c`, `&lt;`) decoded."""
-    if "\\u00" in value:
-        value = re.sub(r"\\u00([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
-    return html.unescape(value) if "&" in value else value
 
 
 # --- verdict ---------------------------------------------------------------------------------

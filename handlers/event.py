@@ -31,7 +31,7 @@ from csext.schemas.hooks.event import BODY_MODELS, EventInput, ResourceStateEven
 from csext.schemas.manifest import HookType, Spec
 from csext.schemas.run import RunResult
 
-from .base import HookDefaults, TypedHandler, failed, unescape_text
+from .base import HookDefaults, TypedHandler, failed
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def normalise(event: Any) -> EventInput:
             "event payload must be an object with routing_key, category, ... and a `body` "
             "object (CloudStackEvent.model_dump())"
         )
-    body = _decoded(dict(event.get("body") or {}))
+    body = dict(event.get("body") or {})  # as parsed: CloudStack's text is never rewritten
     category = event.get("category")
     model = BODY_MODELS.get(str(category))
     try:
@@ -124,7 +124,7 @@ def _normalised_fast(event: Any) -> dict[str, Any] | None:
         return None
     if any(type(v) is not str for v in raw.values()):
         return None  # numbers, lists, objects: the model coerces or rejects them
-    body = _decoded(raw)
+    body = raw
     state = None
     if event.get("category") == "ResourceStateEvent":
         old, new = (
@@ -143,10 +143,6 @@ def _normalised_fast(event: Any) -> dict[str, Any] | None:
 def _aliased(body: dict[str, str], alias: str, name: str) -> str | None:
     """The model's reading of a field: its alias wins, its name is accepted too."""
     return body[alias] if alias in body else body.get(name)
-
-
-def _decoded(body: dict[str, Any]) -> dict[str, Any]:
-    return {k: unescape_text(v) if isinstance(v, str) else v for k, v in body.items()}
 
 
 def _normalised_fields(

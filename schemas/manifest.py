@@ -247,6 +247,26 @@ class EventBinding(_Model):
                 )
         return value
 
+    @model_validator(mode="after")
+    def _phase_only_for_vm_state_events(self) -> EventBinding:
+        """`phase` needs filters that match VirtualMachine state events only: CloudStack's
+        other state listeners put no pre/post `status` in the body (UserVmStateListener vs
+        VolumeStateListener, server/src/main/java/com/cloud/storage/listener/
+        VolumeStateListener.java @0d3489e), so a phase filter would silently drop them."""
+        filters = self.filters
+        if filters.phase is None:
+            return self
+        vm_only = filters.resource_types == ["VirtualMachine"]
+        state_only = set(filters.categories) <= {"ResourceStateEvent"}
+        if not (vm_only and state_only):
+            raise ValueError(
+                "filters.phase applies to VirtualMachine state events only (Volume, Snapshot "
+                "and Network state events carry no pre/post status and arrive twice per "
+                "transition): add `resourceTypes: [VirtualMachine]` (and no category other "
+                "than ResourceStateEvent) next to `phase`, or remove `phase`"
+            )
+        return self
+
 
 class Compatibility(_Model):
     model_config = ConfigDict(extra="allow")

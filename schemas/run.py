@@ -86,6 +86,9 @@ class RunRecord(BaseModel):
     stderr_tail: str
     event_key: str
     error: str | None = None
+    warnings: list[str] = []
+    """Where csext's reading of the output disagrees with it but the caller (CloudStack)
+    accepts it: e.g. exit 0 with `"status": "error"`. The output itself is passed on unchanged."""
     worker: str
     finished_at: float = 0.0
     """Epoch seconds when the run ended (or was refused)."""

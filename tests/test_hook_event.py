@@ -189,7 +189,10 @@ def test_payload_keeps_cloudstack_keys_and_adds_normalised_fields():
     ev = event("ResourceStateEvent", "OperationSucceeded", "VirtualMachine", VM, body)
     payload = orjson.loads(HANDLER.payload_bytes("ResourceStateEvent", ev, spec()))
     assert payload["body"]["old-state"] == "Starting" and payload["body"]["extra"] == "kept"
-    assert payload["body"]["description"] == "a <b> & c"
+    # CloudStack's text exactly as parsed from its JSON: `&amp;` and a literal `\u003c`
+    # stay as they are (Gson's own \u003c escape is already `<` once the JSON is parsed).
+    assert payload["body"]["description"] == "a \\u003cb\\u003e &amp; c"
+    assert payload["body"] == body
     assert payload["old_state"] == "Starting" and payload["new_state"] == "Running"
     assert payload["phase"] == "post" and payload["resource_id"] == VM
     assert payload["event_date_time"] == "2026-01-15 10:22:31 +0000"
@@ -280,6 +283,19 @@ def test_exit_codes_decide_ack_retry_and_failure():
             },
         ),
         ("management-server.AsyncJobEvent.*.*.*", {"commandEventType": "VM.STOP", "jobId": "7"}),
+        (
+            # ApiServer.handleAsyncJobPublishEvent @02182a1: jobResult and cmdInfo are objects
+            "management-server.AsyncJobEvent.ASYNC_JOB_COMPLETE.VirtualMachine.u-3",
+            {
+                "command": "org.apache.cloudstack.api.command.user.vm.StartVMCmd",
+                "processStatus": "0",
+                "resultCode": "0",
+                "status": "SUCCEEDED",
+                "jobResult": {"virtualmachine": {"id": "u-3", "state": "Running"}},
+                "cmdInfo": {"id": "u-3", "ctxDetails": {"VirtualMachine": "u-3"}},
+                "instanceUuid": "u-3",
+            },
+        ),
         ("management-server.AlertEvent.*.*.*", {}),
         ("too.short", {"status": "odd"}),
         ("management-server.UsageEvent.x.y.z", {"id": 5}),  # not strings: the model path

@@ -269,6 +269,26 @@ def test_user_table_is_ipmitools_layout_and_cloudstack_finds_the_id():
     assert out.stdout == "Set User Password command successful (user 3)\n"
 
 
+@pytest.mark.parametrize("length", [15, 16, 17, 40])
+def test_user_names_never_merge_with_the_next_column(length: int):
+    # CloudStack splits rows on runs of spaces (IpmitoolWrapper.findIpmiUser @1502b60);
+    # ipmitool's names are at most 16 characters, so a longer one is cut, and said so.
+    name = "n" * length
+    users = [
+        {"id": "2", "name": name, "privilege": "ADMINISTRATOR"},
+        {"id": "63", "name": "cloudstack", "enabled": False},
+    ]
+    out = rendered("user-list", {"success": True, "users": users})
+    row = out.stdout.splitlines()[1]
+    assert re.split(" +", row)[:3] == ["2", name[:16], "true"]
+    assert find_ipmi_user(out.stdout, name[:16]) == "2"
+    assert find_ipmi_user(out.stdout, "cloudstack") == "63"
+    if length > 16:
+        assert f"name {name!r} cut to 16 characters" in out.stderr
+    else:
+        assert out.stderr == ""
+
+
 # ---------------------------------------------------------------------------- processes
 
 

@@ -164,17 +164,19 @@ def hooks(tmp_path: Path) -> Path:
 
 def test_kvm_hook_files(hooks: Path) -> None:
     names = sorted(p.name for p in hooks.iterdir())
+    # The agent's default names: AgentProperties (Groovy) and the 4.21 agent's shell hook
+    # (apache/cloudstack#11965: ".../hooks/libvirt-vm-xml-transformer.sh' is not available").
     assert names == [
-        "libvirt-vm-hook.sh",
         "libvirt-vm-state-change.groovy",
         "libvirt-vm-xml-transformer.groovy",
+        "libvirt-vm-xml-transformer.sh",
     ]
     transformer = (hooks / "libvirt-vm-xml-transformer.groovy").read_text()
     assert "String transform(Object logger, String xml)" in transformer
     assert transformer.rstrip().endswith("new CsextLibvirtVmXmlTransformer()")
     state = (hooks / "libvirt-vm-state-change.groovy").read_text()
     assert "onStart(Object logger, String vmName)" in state and "onStop(" in state
-    assert "@@" not in transformer + state + (hooks / "libvirt-vm-hook.sh").read_text()
+    assert "@@" not in transformer + state + (hooks / "libvirt-vm-xml-transformer.sh").read_text()
 
 
 def agent_escape(value: str) -> str:
@@ -184,7 +186,7 @@ def agent_escape(value: str) -> str:
 
 def run_shell_hook(hooks: Path, method: str, value: str, env: dict[str, str]) -> str:
     done = subprocess.run(
-        [str(hooks / "libvirt-vm-hook.sh"), method, agent_escape(value)],
+        [str(hooks / "libvirt-vm-xml-transformer.sh"), method, agent_escape(value)],
         env=env,
         capture_output=True,
         text=True,
@@ -208,7 +210,33 @@ def run_groovy_hook(hooks: Path, script: str, method: str, value: str, env: dict
     return done.stdout
 
 
+def shell_only(hooks: Path) -> Path:
+    """The hooks without csext's Groovy transformer: the shell one then calls the extension
+    (with it, the agent runs Groovy first and the shell hook passes the result on)."""
+    (hooks / "libvirt-vm-xml-transformer.groovy").unlink()
+    return hooks
+
+
+def test_shell_hook_passes_the_groovy_result_on(tmp_path: Path) -> None:
+    # A stand-in csext that leaves a sentinel when it is run.
+    sentinel = tmp_path / "csext-was-run"
+    fake = tmp_path / "bin" / "csext"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\ntouch {sentinel}\necho from-csext\n")
+    fake.chmod(0o755)
+    directory = tmp_path / "hooks"
+    invoke("shim", "--kvm-agent", str(directory), "--csext", str(fake))
+    # The agent runs the Groovy transformer first and hands its result to the shell hook:
+    # with csext's Groovy transformer beside it, the shell hook passes the value on.
+    assert run_shell_hook(directory, "transform", DOMAIN, clean_env()) == DOMAIN + "\n"
+    assert not sentinel.exists()
+    shell_only(directory)
+    assert run_shell_hook(directory, "transform", DOMAIN, clean_env()) == "from-csext\n"
+    assert sentinel.exists()
+
+
 def test_shell_hook_keeps_the_original_when_the_broker_is_down(hooks: Path) -> None:
+    shell_only(hooks)
     env = clean_env(CSEXT_AMQP_URL=f"amqp://127.0.0.1:{closed_port()}/")
     assert run_shell_hook(hooks, "transform", DOMAIN, env) == DOMAIN + "\n"
     assert run_shell_hook(hooks, "onStart", "i-2-4-VM", env) == "i-2-4-VM\n"
@@ -217,6 +245,7 @@ def test_shell_hook_keeps_the_original_when_the_broker_is_down(hooks: Path) -> N
 def test_shell_hook_without_csext_still_answers(tmp_path: Path) -> None:
     directory = tmp_path / "hooks"
     invoke("shim", "--kvm-agent", str(directory), "--csext", str(tmp_path / "missing" / "csext"))
+    shell_only(directory)
     assert run_shell_hook(directory, "transform", DOMAIN, clean_env()) == DOMAIN + "\n"
 
 
@@ -242,6 +271,11 @@ async def test_kvm_hooks_transform_through_a_real_worker(
     env = clean_env()
     renamed = DOMAIN.replace("i-2-4-VM", "i-9-9-VM")
     async with running_worker(settings_for(amqp_url, registry, f"ex-{unique}", tmp_path)):
+        # With csext's Groovy transformer present, the shell hook passes the value on as is.
+        out = await asyncio.to_thread(run_shell_hook, hooks, "transform", DOMAIN, env)
+        assert out == DOMAIN + "\n"
+        groovy = (hooks / "libvirt-vm-xml-transformer.groovy").read_bytes()
+        shell_only(hooks)
         out = await asyncio.to_thread(run_shell_hook, hooks, "transform", DOMAIN, env)
         assert 'mode="host-passthrough"' in out and "$value &amp; more" in out
         # An output that changes the domain's name is refused: the original is kept.
@@ -250,6 +284,7 @@ async def test_kvm_hooks_transform_through_a_real_worker(
         assert await asyncio.to_thread(run_shell_hook, hooks, "onStop", "i-2-4-VM", env) == (
             "i-2-4-VM\n"
         )
+        (hooks / "libvirt-vm-xml-transformer.groovy").write_bytes(groovy)
         if GROOVY is not None and java_home() is not None:
             script = "libvirt-vm-xml-transformer.groovy"
             out = await asyncio.to_thread(run_groovy_hook, hooks, script, "transform", DOMAIN, env)

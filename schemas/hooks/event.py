@@ -1,8 +1,11 @@
 """The `event` hook: what an event extension reads from its payload file.
 
-CloudStack's bodies (reference/cloudstack.md §3.3) are flat string maps serialised by Gson:
-null values are left out, key order is random, and each category has its own keys. The models
+CloudStack's bodies (reference/cloudstack.md §3.3) are maps serialised by plain Gson
+(framework/events/.../Event.java): null values are left out, key order is random, and each
+category has its own keys. Most values are strings; AsyncJobEvent nests two objects. The models
 below name the keys CloudStack is known to send, all optional, and keep every other key.
+The body reaches the extension exactly as parsed from CloudStack's JSON: nothing is unescaped
+or rewritten (Gson's `\u003c` is JSON's own escape and is already `<` once parsed).
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ class _Body(BaseModel):
 
 
 class ResourceStateEventBody(_Body):
-    """Published twice per transition: preStateTransitionEvent, then postStateTransitionEvent."""
+    """Published twice per transition, before and after it.
+
+    Only VirtualMachine events carry `status` (pre/postStateTransitionEvent), and only their
+    post message depends on the transition being persisted (server/.../vm/UserVmStateListener.java
+    @7fce265). Volume, Snapshot and Network listeners send `resource`, `id`, `old-state`,
+    `new-state`, `eventDateTime` only: the two messages of a transition are identical, and the
+    second is sent even when the transition was not persisted
+    (server/.../storage/listener/VolumeStateListener.java @0d3489e, likewise the Snapshot and
+    Network state listeners).
+    """
 
     resource: str | None = None
     id: str | None = None
@@ -63,6 +75,14 @@ class UsageEventBody(_Body):
 
 
 class AsyncJobEventBody(_Body):
+    """ApiServer.handleAsyncJobPublishEvent (server/src/main/java/com/cloud/api/ApiServer.java
+    @02182a1): `processStatus`, `resultCode` and `status` are strings (`"" + int`); `jobResult`
+    is the job result as a JSON object (ApiSerializerHelper.fromSerializedStringToMap) and
+    `cmdInfo` an object, always present (possibly empty), with `ctxDetails` nested as an object.
+    Releases before that (e.g. ApiServer.java of 4.9) sent both as JSON text in a string:
+    accepted too. `username`, `accountname`, `domainname` come with `event.accountinfo`.
+    """
+
     command: str | None = None
     user: str | None = None
     account: str | None = None
@@ -73,8 +93,11 @@ class AsyncJobEventBody(_Body):
     instance_type: str | None = Field(default=None, alias="instanceType")
     command_event_type: str | None = Field(default=None, alias="commandEventType")
     job_id: str | None = Field(default=None, alias="jobId")
-    job_result: str | None = Field(default=None, alias="jobResult")
-    cmd_info: str | None = Field(default=None, alias="cmdInfo")
+    job_result: dict[str, Any] | str | None = Field(default=None, alias="jobResult")
+    cmd_info: dict[str, Any] | str | None = Field(default=None, alias="cmdInfo")
+    username: str | None = None
+    accountname: str | None = None
+    domainname: str | None = None
 
 
 BODY_MODELS: dict[str, type[_Body]] = {
@@ -108,7 +131,8 @@ class EventInput(HookInput):
     old_state: str | None = None
     new_state: str | None = None
     phase: Literal["pre", "post"] | None = None
-    """ResourceStateEvent only: pre- or post-transition."""
+    """VirtualMachine state events only: pre- or post-transition (other resources' state
+    events carry no status, see ResourceStateEventBody)."""
     status: str | None = None
     event_date_time: str | None = None
     body: dict[str, Any] = {}

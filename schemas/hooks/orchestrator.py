@@ -89,7 +89,8 @@ class Console(BaseModel):
     password: str | None = None
     passwordonetimeuseonly: bool | None = None
     protocol: str | None = None
-    """`direct` with `url`, or `vnc` with `host` + `port`."""
+    """Optional (e.g. `direct` with `url`, `vnc` with `host` + `port`): CloudStack needs only
+    `url`, or `host` and `port` (ExternalPathPayloadProvisioner.getInstanceConsole @0337e34)."""
 
 
 class OrchestratorResult(HookResult):
@@ -103,11 +104,13 @@ class OrchestratorResult(HookResult):
     power_state: PowerState | None = None
     """`status`: parsed as CloudStack does (text PowerOn/PowerOff or JSON power_state)."""
     power_states: dict[str, PowerState] | None = None
-    """`statuses`: VM internal name → power state."""
+    """`statuses`: VM internal name → power state; None when the extension answered without
+    a map (e.g. provisioner.sh's "Not supported"): CloudStack then asks `status` per VM."""
     console: Console | None = None
     """`getconsole`."""
     vm_patch: dict[str, Any] | None = None
-    """`prepare`: the JSON merge patch the extension printed (None: no change)."""
+    """`prepare`: the JSON merge patch the extension printed, its whole stdout (None: no
+    change)."""
     vm_details: dict[str, Any] | None = None
     """`prepare`: `cloudstack.vm.details` with the patch applied (when the payload was given)."""
     details: str | None = None

@@ -51,6 +51,7 @@ def build_record(
     event_key: str,
     secrets: Iterable[str] | Callable[[], Iterable[str]] = (),
     error: str | None = None,
+    warnings: Iterable[str] = (),
 ) -> dict[str, Any]:
     """A run record as the JSON-able dict `RunRecord` describes (same fields, same order).
 
@@ -61,10 +62,12 @@ def build_record(
     stdout = run.stdout_tail(TAIL_BYTES) if run else ""
     stderr = run.stderr_tail(TAIL_BYTES) if run else ""
     error = error or (run.error if run else None)
-    if stdout or stderr or error:
+    notes = list(warnings)
+    if stdout or stderr or error or notes:
         values = tuple(secrets() if callable(secrets) else secrets)
         stdout, stderr = mask(stdout, values), mask(stderr, values)
         error = mask(error, values) if error else None
+        notes = [mask(note, values) for note in notes]
     return {
         "run_id": run_id,
         "extension": extension,
@@ -84,6 +87,7 @@ def build_record(
         "stderr_tail": stderr,
         "event_key": event_key,
         "error": error,
+        "warnings": notes,
         "worker": WORKER_ID,
         "finished_at": time.time(),
     }

@@ -18,10 +18,19 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 
-from csext.schemas.errors import BrokerUnavailable, CallTimeout
+from csext.schemas.errors import BrokerUnavailable, CallFailed, CallTimeout
 from csext.schemas.rpc import RpcReply
 from csext.worker.amqp import broker, topology
 from csext.worker.amqp import names as c
+
+NO_QUEUE = -1
+"""`RpcClient.queue_consumers`: the queue does not exist."""
+PROBE_INTERVAL = 0.2
+"""Seconds between two looks at the extension's queue while waiting for a worker."""
+
+
+class NoWorker(CallFailed):
+    """Nothing consumed the extension's RPC queue within the grace, and no reply came."""
 
 
 class RpcClient:
@@ -64,11 +73,41 @@ class RpcClient:
         except ValueError as exc:
             future.set_exception(exc)
 
+    async def queue_consumers(self, queue: str) -> int | None:
+        """Consumers of `queue` (a passive declare answers with the count): NO_QUEUE when it
+        does not exist, None when the broker would not say."""
+        assert self._connection is not None, "call connect() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            return declared.declaration_result.consumer_count or 0
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return NO_QUEUE
+        except aio_pika.exceptions.ChannelClosed:
+            return None
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+
     async def call(
-        self, extension: str, action: str, payload: Any = None, *, timeout: float = 30.0
+        self,
+        extension: str,
+        action: str,
+        payload: Any = None,
+        *,
+        timeout: float = 30.0,
+        grace: float | None = None,
     ) -> RpcReply:
-        """The extension's reply; CallTimeout when nothing answers within `timeout` seconds."""
+        """The extension's reply; CallTimeout when nothing answers within `timeout` seconds.
+
+        With `grace`, the extension's queue is checked for a consumer first (what
+        `csext forward` does, docs/forward.md): with none, the call may wait `grace` seconds
+        for one, then NoWorker is raised, not a wait until `timeout`."""
         assert self._channel is not None, "call connect() first"
+        served = True
+        if grace is not None:
+            consumers = await self.queue_consumers(c.rpc_queue(extension))
+            served = consumers is None or consumers > 0
         correlation_id = uuid.uuid4().hex
         future = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = future
@@ -78,7 +117,7 @@ class RpcClient:
             content_type="application/json",
             correlation_id=correlation_id,
             reply_to=c.DIRECT_REPLY_TO,
-            expiration=timeout,
+            expiration=timeout if served or grace is None else max(0.001, grace),
             headers={c.HEADER_DEADLINE: int((time.time() + timeout) * 1000)},
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
         )
@@ -91,7 +130,10 @@ class RpcClient:
                     f"lost the connection to RabbitMQ before calling {extension!r} "
                     f"({type(exc).__name__}); the call was not sent, try again"
                 ) from None
-            return await asyncio.wait_for(future, timeout)
+            started = time.monotonic()
+            if not served and grace is not None:
+                await self._await_worker(extension, future, min(grace, timeout))
+            return await asyncio.wait_for(future, max(0.0, timeout - (time.monotonic() - started)))
         except TimeoutError:
             raise CallTimeout(
                 f"no reply from extension {extension!r} within {timeout:g}s: "
@@ -99,3 +141,27 @@ class RpcClient:
             ) from None
         finally:
             self._pending.pop(correlation_id, None)
+
+    async def _await_worker(
+        self, extension: str, reply: asyncio.Future[RpcReply], grace: float
+    ) -> None:
+        """Return once the reply came or the queue has a consumer; NoWorker after `grace`."""
+        give_up = time.monotonic() + grace
+        queue = c.rpc_queue(extension)
+        while not reply.done():
+            await asyncio.wait({reply}, timeout=PROBE_INTERVAL)
+            if reply.done():
+                return
+            consumers = await self.queue_consumers(queue)
+            if consumers is None or consumers > 0:
+                return
+            if time.monotonic() >= give_up:
+                where = (
+                    f"nothing consumes its queue {queue}"
+                    if consumers == 0
+                    else (f"it has no queue {queue}")
+                )
+                raise NoWorker(
+                    f"no csext worker serves extension {extension!r}: {where} "
+                    f"(waited {grace:g}s); is `csext worker` running with a registry that has it?"
+                )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from csext.handlers.base import effective_attempts, effective_timeout
 from csext.schemas.run import Outcome, RunResult
 from csext.store.registry import Extension
 from csext.worker.amqp.records import RunRecorder, build_record
+from csext.worker.breaker import Breakers
 from csext.worker.metrics import RunMetrics
 from csext.worker.runtimes.environment import extension_env
 from csext.worker.runtimes.runner import RunRequest
@@ -105,6 +106,8 @@ class Executor:
         self._global = asyncio.Semaphore(settings.concurrency)
         self.metrics = metrics
         """None: metrics are off (no port set), and the run path skips them entirely."""
+        self.breakers = Breakers()
+        """The extensions' circuit breakers in this process (both paths count runs on them)."""
 
     async def execute(self, ext: Extension, ctx: RunContext) -> RunOutcome:
         """Run once and record it. Raises ValueError when the payload does not fit the hook."""
@@ -142,7 +145,9 @@ class Executor:
             )
 
         error = interpretation.error.message if interpretation.error else None
-        await self._publish(ext, ctx, run_id, interpretation.outcome, run, error, secrets)
+        result = interpretation.result
+        warnings = result.get("warnings") or () if isinstance(result, dict) else ()
+        await self._publish(ext, ctx, run_id, interpretation.outcome, run, error, secrets, warnings)
         return RunOutcome(run, interpretation, run_id, secrets)
 
     def _environment(self, ext: Extension, ctx: RunContext, run_id: str) -> dict[str, str]:
@@ -177,6 +182,7 @@ class Executor:
         run: RunResult | None,
         error: str | None,
         secrets: tuple[str, ...] | Callable[[], tuple[str, ...]],
+        warnings: Iterable[str] = (),
     ) -> None:
         record = build_record(
             run_id=run_id,
@@ -191,5 +197,6 @@ class Executor:
             event_key=ctx.event_key,
             secrets=secrets,
             error=error,
+            warnings=warnings,
         )
         self._recorder.record(record)
