@@ -171,7 +171,7 @@ class Worker:
     async def _consume_unrouted(self, connection: AbstractRobustConnection) -> None:
         channel = await connection.channel()
         await channel.set_qos(prefetch_count=64)
-        queue = await topology.declare_unrouted_queue(channel)
+        queue = await topology.declare_unrouted_queue(channel, self.settings)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             await self.rpc.handle_unrouted(lambda: self.view, message)

@@ -57,7 +57,7 @@ class ExtensionConsumer:
     ) -> None:
         self._channel = channel = await connection.channel()
         await channel.set_qos(prefetch_count=self.ext.spec.effective_prefetch)
-        self._rpc = await topology.declare_rpc_queue(channel, self.ext.name)
+        self._rpc = await topology.declare_rpc_queue(channel, self.ext.name, self._settings)
         self._events = await topology.declare_events_queue(channel, self.ext.name, self._settings)
         await self._bind_events(set(event_patterns(self.ext.spec)))
         for queue, handler in ((self._events, on_event), (self._rpc, on_call)):
@@ -93,7 +93,7 @@ class ExtensionConsumer:
                 return
             try:
                 if consumer.queue == c.rpc_queue(self.ext.name):
-                    await topology.declare_rpc_queue(self._channel, self.ext.name)
+                    await topology.declare_rpc_queue(self._channel, self.ext.name, self._settings)
                     assert self._rpc is not None
                     await self._rpc.bind(c.RPC_EXCHANGE, self.ext.name)
                 else:

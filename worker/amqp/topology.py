@@ -86,9 +86,30 @@ async def declare_dead_letters(channel: AbstractChannel) -> AbstractExchange:
     return await channel.get_exchange(c.DEAD_LETTER_EXCHANGE, ensure=False)
 
 
-async def declare_unrouted_queue(channel: AbstractChannel) -> AbstractQueue:
-    queue = await channel.declare_queue(
-        c.RPC_UNROUTED_QUEUE, durable=True, arguments={"x-message-ttl": RPC_MAX_TTL_MS}
+def rpc_queue_arguments(settings: Settings | None) -> FieldTable:
+    """Classic on one node; quorum, sized like the events queues, on a cluster.
+
+    On a cluster a durable classic queue lives on one node only: while that node is down the
+    queue cannot be declared anywhere, and a worker reconnecting to another node fails to
+    restore its channels and keeps reconnecting (every extension stops, not only RPC). A quorum
+    queue is served by any majority of its replicas. RabbitMQ >= 3.10 keeps message TTL and
+    per-message expiration (the call's deadline) on quorum queues.
+    """
+    arguments: FieldTable = {"x-message-ttl": RPC_MAX_TTL_MS}
+    size = quorum_group_size(settings) if settings is not None else None
+    if size is not None:
+        arguments.update({"x-queue-type": "quorum", "x-quorum-initial-group-size": size})
+    return arguments
+
+
+async def declare_unrouted_queue(
+    channel: AbstractChannel, settings: Settings | None = None
+) -> AbstractQueue:
+    queue = await _declare_keeping_arguments(
+        channel,
+        c.RPC_UNROUTED_QUEUE,
+        rpc_queue_arguments(settings),
+        "delete it (calls waiting in it are answered by the callers' timeouts)",
     )
     await queue.bind(c.RPC_UNROUTED_EXCHANGE, "")
     return queue
@@ -103,7 +124,7 @@ async def declare_base(channel: AbstractChannel, settings: Settings) -> None:
     await declare_runs_log(channel, settings)
     await declare_control_exchange(channel)
     await declare_dead_letters(channel)
-    await declare_unrouted_queue(channel)
+    await declare_unrouted_queue(channel, settings)
 
 
 MAX_QUORUM_SIZE = 5
@@ -195,10 +216,16 @@ async def _declare_mismatch(
     return None
 
 
-async def declare_rpc_queue(channel: AbstractChannel, extension: str) -> AbstractQueue:
-    """Classic and durable: RPC calls carry their own deadline (expiration), and a call that
-    keeps killing workers is bounded by it, so the quorum queue's extra write latency buys
-    nothing on the call path (see docs/architecture.md)."""
-    return await channel.declare_queue(
-        c.rpc_queue(extension), durable=True, arguments={"x-message-ttl": RPC_MAX_TTL_MS}
+async def declare_rpc_queue(
+    channel: AbstractChannel, extension: str, settings: Settings | None = None
+) -> AbstractQueue:
+    """Classic and durable on one node: RPC calls carry their own deadline (expiration), and a
+    call that keeps killing workers is bounded by it, so the quorum queue's extra write latency
+    buys nothing on the call path (see docs/architecture.md). On a cluster (several broker
+    URLs), quorum: see `rpc_queue_arguments`."""
+    return await _declare_keeping_arguments(
+        channel,
+        c.rpc_queue(extension),
+        rpc_queue_arguments(settings),
+        "delete it (calls waiting in it are answered by the callers' timeouts)",
     )
