@@ -24,12 +24,19 @@ import pytest
 import yaml
 
 from csext.schemas.manifest import HookType
-from csext.store.assist import DraftRequest, LlmConfig, TestOutcome, draft_extension
+from csext.store.assist import (
+    DraftRequest,
+    LlmConfig,
+    TestOutcome,
+    draft_extension,
+    load_llm_config,
+    prompt,
+)
 from csext.store.assist.answer import ENTRY_CAP, parse_answer
 from csext.store.assist.client import ChatClient
 from csext.store.assist.errors import DraftProblem, EndpointError, NoPassingDraft
 from csext.store.ops import Store
-from csext.store.scaffold import Language
+from csext.store.scaffold import SUFFIX, Language, write_extension
 
 DATA = Path(__file__).parent / "data" / "assist"
 BROKER_DOWN = "amqp://guest:guest@127.0.0.1:1/"
@@ -389,3 +396,64 @@ def test_an_accepted_answer_keeps_the_notes() -> None:
     assert draft.notes == "Notes here."
     assert list(draft.cases) == ["a"]
     assert draft.readme_section == "## What"
+
+
+# --- configuration, the optional client, the prompt -----------------------------------------
+
+
+def test_the_core_install_does_not_import_the_client_library() -> None:
+    code = (
+        "import sys, csext.cli.app, csext.store.assist, csext.cli.assist; "
+        "print('httpx' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_without_csext_ai_installed_the_error_says_what_to_install(
+    cli: Cli, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-httpx" / "httpx"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('simulated: httpx not installed')\n")
+    env = {
+        "PYTHONPATH": str(missing.parent),
+        "CSEXT_LLM_URL": "http://127.0.0.1:9/v1",
+        "CSEXT_LLM_MODEL": "m",
+    }
+    done = describe(cli, env)
+    assert done.returncode == 1
+    assert "pip install 'csext[ai]'" in done.stderr
+    assert_nothing_saved(cli)
+
+
+def test_the_environment_wins_over_the_secrets_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = tmp_path / "secrets.yaml"
+    section = {"CSEXT_LLM_URL": "http://file/v1", "CSEXT_LLM_API_KEY": API_KEY}
+    secrets.write_text(yaml.safe_dump({"_csext": section}))
+    secrets.chmod(0o600)
+    for name in ("URL", "MODEL", "API_KEY", "TIMEOUT", "TEMPERATURE"):
+        monkeypatch.delenv(f"CSEXT_LLM_{name}", raising=False)
+    monkeypatch.setenv("CSEXT_LLM_URL", "http://env/v1")
+    config = load_llm_config(secrets)
+    assert config.url == "http://env/v1"
+    assert config.key == API_KEY
+    assert API_KEY not in repr(config)
+    assert config.mask(f"echo {API_KEY}") == "echo ***"
+
+
+@pytest.mark.parametrize("hook", list(HookType))
+@pytest.mark.parametrize("lang", list(Language))
+def test_a_prompt_is_built_for_every_hook_and_language(
+    hook: HookType, lang: Language, tmp_path: Path
+) -> None:
+    folder = tmp_path / "x"
+    write_extension(folder, "x", hook, lang)
+    scaffold = prompt.Scaffold(folder, f"x{SUFFIX[lang]}")
+    text = prompt.first_message(hook, lang, scaffold, "do it")["content"]
+    assert f"# Hook: {hook.value}" in text and "- exit 0: success" in text
+    assert "failure policy:" in text and text.endswith("do it")
+    assert len(text) < 60_000
+    assert f"```{lang.value}" in prompt.system_message(lang)["content"]
