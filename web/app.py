@@ -12,8 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from csext.schemas.errors import BrokerUnavailable, ConfigError, CsextError, ExtensionNotFound
-from csext.store.git import GitError
+from csext.schemas.errors import BrokerUnavailable, CsextError, ExtensionNotFound
 
 from . import api, auth, pages, render
 from .deps import ApiError, NotSignedIn, WebState
@@ -91,8 +90,9 @@ def status_of(exc: CsextError) -> int:
         return 404
     if isinstance(exc, BrokerUnavailable):
         return 503
-    if isinstance(exc, ConfigError | GitError) or "already exists" in str(exc):
-        return 409 if "already exists" in str(exc) else 400
+    text = str(exc)
+    if "already exists" in text or "already in the registry" in text:
+        return 409  # a name clash: pick another name, or replace
     return 400
 
 

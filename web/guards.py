@@ -18,8 +18,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from csext.worker.amqp.records import MASK
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(BaseException):
+    """Raised from `receive`; a BaseException so no handler's `except Exception` (FastAPI's
+    body parsing answers 400 for those) turns an oversize body into another error."""
 
 
 def _header(scope_or_message: Mapping[str, Any], name: bytes) -> bytes | None:
