@@ -24,12 +24,15 @@ from tenacity import (
 )
 
 from csext.schemas.errors import BrokerUnavailable, ConfigError
+from csext.store.compat import csext_version
 from csext.store.registry import Extension, RegistryView, load_registry
 from csext.store.secrets import load_secrets, secrets_path
 from csext.worker.amqp import names as c
 from csext.worker.amqp import topology
+from csext.worker.amqp.connection_log import ConnectionLog
 from csext.worker.amqp.consumers import ExtensionConsumer, recovery_delay
 from csext.worker.amqp.deadletter import DeadLetterPublisher
+from csext.worker.amqp.delivery import DirectConsumer
 from csext.worker.amqp.failover import FailoverConnection, rotated
 from csext.worker.amqp.records import WORKER_ID, RunRecorder
 from csext.worker.events import EventDelivery
@@ -73,6 +76,7 @@ class Worker:
         self._signals = 0
         self._connection: AbstractRobustConnection | None = None
         self._watcher: RegistryWatcher | None = None
+        self._connection_log: ConnectionLog | None = None
         self.recorder: RunRecorder | None = None
         self._reconcile_lock = asyncio.Lock()
         self._retries = 0
@@ -102,6 +106,8 @@ class Worker:
         if stale:
             log.info("removed %d stale run directories", stale)
         self._connection = await self._connect()
+        self._connection_log = ConnectionLog(self.settings.safe_amqp_url, self._queue_consumers)
+        self._connection_log.watch(self._connection)
         await self._build_paths(self._connection)
         if self._handle_signals:
             self._install_signals()
@@ -117,8 +123,12 @@ class Worker:
                 "registry": str(self.settings.registry),
                 "broker": self.settings.safe_amqp_url,
                 "extensions": len(self.consumers),
+                "version": csext_version(),
             },
         )
+
+    def _queue_consumers(self) -> list[DirectConsumer]:
+        return [queue for ext in self.consumers.values() for queue in ext.consumers]
 
     async def _connect(self) -> AbstractRobustConnection:
         """Connect, retrying while the broker is not up yet (e.g. both just started); with
@@ -271,6 +281,8 @@ class Worker:
             task.cancel()
 
     async def shutdown(self) -> None:
+        if self._connection_log is not None:
+            self._connection_log.close()  # closing on purpose: no "connection lost"
         await self.health.stopping()
         if self._retry is not None:
             self._retry.cancel()

@@ -1,5 +1,8 @@
 """Logging set-up, done once by the CLI: JSON lines (orjson) when stderr is not a terminal.
 
+At INFO the RabbitMQ client libraries are silent: the worker reports its connection's state
+itself, once per change (worker/amqp/connection_log.py); `--log-level DEBUG` shows theirs too.
+
 Context travels in `extra` (extension, run_id, outcome...), never in the message text, so log
 processors can index it.
 """
@@ -44,6 +47,13 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+LIBRARIES = ("aio_pika", "aiormq")
+"""Their lines for an expected disconnect (a dozen callback errors and tracebacks) say what
+csext.worker.connection says in three plain ones; kept out above DEBUG."""
+LIBRARY_ATTEMPTS = "aio_pika.robust_connection"
+"""Let through at WARNING: the connection log reads (and rewords) its failed-attempt lines."""
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     use_json = (not sys.stderr.isatty()) if json is None else json
     handler = logging.StreamHandler(sys.stderr)
@@ -55,5 +65,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("aio_pika", "aiormq"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
+    for library in LIBRARIES:
+        logging.getLogger(library).setLevel(quiet)
+    logging.getLogger(LIBRARY_ATTEMPTS).setLevel(min(quiet, logging.WARNING))

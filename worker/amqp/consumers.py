@@ -66,6 +66,11 @@ class ExtensionConsumer:
             self._consumers.append(consumer)
         await self._rpc.bind(c.RPC_EXCHANGE, self.ext.name)
 
+    @property
+    def consumers(self) -> tuple[DirectConsumer, ...]:
+        """Its queue consumers (events, RPC) once started."""
+        return tuple(self._consumers)
+
     def _wrap(self, handler: Handler) -> Callable[[Delivery], Awaitable[None]]:
         async def on_message(message: Delivery) -> None:
             # A task of our own: the consumer's task belongs to the channel, and a run must
