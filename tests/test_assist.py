@@ -223,7 +223,8 @@ def test_failing_draft_is_sent_back_and_the_repaired_one_is_saved_disabled(
     manifest = yaml.safe_load((folder / "extension.yaml").read_text())
     assert manifest["spec"]["enabled"] is False
     assert manifest["metadata"]["description"].startswith("Order the clusters")
-    assert sorted(p.name for p in (folder / "tests").iterdir()) == [
+    assert (folder / "tests" / "payloads" / "order-clusters.json").is_file()  # samples stay
+    assert sorted(p.name for p in (folder / "tests").glob("*.yaml")) == [
         "accepts-every-vm.yaml",
         "gpu-last.yaml",
     ]
@@ -232,7 +233,9 @@ def test_failing_draft_is_sent_back_and_the_repaired_one_is_saved_disabled(
     assert "> " + GPU_LAST[:60] in changelog
     assert "The sort key was inverted" in changelog
     assert "round 1/3: failed" in changelog
-    assert "## What it does" in (folder / "README.md").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "## What it does" in readme and "`can-handle`, `order-clusters`" in readme
+    assert "TODO" not in readme
     assert cli.git_log() == [
         "new gpu-last: deployment-planner extension (python), drafted by qwen2.5-coder:7b "
         "in 2 round(s)"

@@ -27,7 +27,7 @@ from csext.store.query import validate_folder
 from csext.store.registry import MANIFEST_FILE
 from csext.store.scaffold import SUFFIX, Language, write_extension
 from csext.store.scaffold_hooks import HOOKS
-from csext.store.testcases import TESTS_DIR
+from csext.store.testcases import TESTS_DIR, case_files
 
 from . import prompt
 from .answer import Draft, parse_answer
@@ -191,15 +191,16 @@ def test_summary(report: str) -> str:
 def write_draft(base: Path, folder: Path, request: DraftRequest, draft: Draft) -> None:
     """The scaffold with the draft's entry point, README section and test cases."""
     shutil.copytree(base, folder)
-    shutil.rmtree(folder / TESTS_DIR)
+    for scaffolded in case_files(folder):  # the sample payloads stay (README's "Try it")
+        scaffolded.unlink()
     entry = folder / f"{request.name}{SUFFIX[request.lang]}"
     entry.write_text(draft.entry_text, encoding="utf-8")
     entry.chmod(0o755)
     scaffold_readme = (folder / "README.md").read_text(encoding="utf-8")
-    (folder / "README.md").write_text(
-        readme(scaffold_readme, draft.readme_section), encoding="utf-8"
-    )
-    (folder / TESTS_DIR).mkdir()
+    actions = [n for action in HOOKS[request.hook].actions for n in action.names]
+    text = readme(scaffold_readme, draft.readme_section, actions)
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    (folder / TESTS_DIR).mkdir(exist_ok=True)
     for name, case in draft.cases.items():
         text = "# Drafted with csext new --describe (format: docs/store.md)\n"
         text += yaml.safe_dump(case, sort_keys=False, allow_unicode=True)

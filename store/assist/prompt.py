@@ -93,7 +93,7 @@ def first_message(hook: HookType, lang: Language, scaffold: Scaffold, descriptio
         f"```{LANG_NAMES[lang]}\n{scaffold.entry_text.rstrip()}\n```",
         "## Test case format",
         (testcase.__doc__ or "").strip(),
-        "Examples, in the list form your answer uses:",
+        "Examples, in the list form your answer uses (inline payloads; no payloadFile):",
         f"```yaml\n{example_cases(scaffold.folder)}```",
         "## What the extension must do",
         description.strip(),

@@ -16,18 +16,18 @@ class _Round(Protocol):
     def line(self) -> str: ...
 
 
-def readme(scaffold_readme: str, section: str) -> str:
-    """The scaffold's README with the model's section after the first paragraph block."""
-    if not section:
-        return scaffold_readme
-    if not section.startswith("#"):
+def readme(scaffold_readme: str, section: str, actions: Sequence[str]) -> str:
+    """The scaffold's README with the model's section before `## Actions`, whose scaffold
+    TODO notes are replaced by the action names (what each does is now the code's)."""
+    if section and not section.startswith("#"):
         section = "## What it does\n\n" + section
-    marker = "\n## Actions"
-    head, found, tail = scaffold_readme.partition(marker)
     note = "_Drafted by a language model (`csext new --describe`): see CHANGELOG.md._"
+    head, found, tail = scaffold_readme.partition("\n## Actions\n")
     if not found:
         return f"{scaffold_readme.rstrip()}\n\n{section}\n\n{note}\n"
-    return f"{head.rstrip()}\n\n{section}\n\n{note}\n{found}{tail}"
+    rest = tail[tail.find("\n## ") :] if "\n## " in tail else "\n"
+    names = ", ".join(f"`{name}`" for name in actions)
+    return f"{head.rstrip()}\n\n{section}\n\n{note}\n\n## Actions\n\n{names}\n{rest}"
 
 
 def changelog(description: str, model: str, notes: str, rounds: Sequence[_Round]) -> str:
