@@ -97,7 +97,9 @@ def show_cmd(
     """Show one extension: manifest, README, status, problems, history, last runs."""
     ctx = Ctx(registry, json_out, amqp_url=amqp_url)
     info = query.show(ctx.store, name)
-    info["last_runs"] = _last_runs(ctx.settings.amqp_url, name)
+    runs = _last_runs(ctx.settings.amqp_url, name)
+    info["last_runs"] = runs[-5:] if isinstance(runs, list) else runs
+    info["circuit_breaker"] = _breaker_state(info["manifest"], runs)
     ctx.emit(info, lambda: _show_text(info))
 
 
@@ -108,9 +110,22 @@ def _last_runs(amqp_url: str, name: str) -> list[dict[str, Any]] | str:
     from csext.worker.amqp.runlog import recent_runs
 
     try:
-        return asyncio.run(recent_runs(amqp_url, name, limit=5, since=7 * 86400, timeout=5))
+        return asyncio.run(recent_runs(amqp_url, name, limit=50, since=7 * 86400, timeout=5))
     except CsextError as exc:
         return f"unknown ({exc})"
+
+
+def _breaker_state(manifest: dict[str, Any], runs: list[dict[str, Any]] | str) -> str | None:
+    """None without `spec.circuitBreaker`; else `closed`, or where it is open (from the run
+    records: each worker process keeps its own breaker, worker/breaker.py)."""
+    from csext.worker.breaker import breaker_report
+
+    spec = manifest.get("spec")
+    if not isinstance(spec, dict) or spec.get("circuitBreaker") in (None, False):
+        return None
+    if isinstance(runs, str):
+        return runs
+    return "; ".join(breaker_report(runs)) or "closed"
 
 
 def _runs_text(runs: list[dict[str, Any]] | str) -> str:
@@ -129,6 +144,7 @@ def _show_text(info: dict[str, Any]) -> str:
         f"entrypoint: {info['entrypoint']}",
         f"secrets: declared {', '.join(secrets['declared']) or '-'}; "
         f"set {', '.join(secrets['set']) or '-'}",
+        *([f"circuit breaker: {info['circuit_breaker']}"] if info.get("circuit_breaker") else []),
         "last runs:",
         _runs_text(info["last_runs"]),
         "",

@@ -40,6 +40,9 @@ from csext.schemas.run import Outcome, RunResult
 
 log = logging.getLogger(__name__)
 
+CIRCUIT_OPEN = "circuit-open"
+"""The error kind (and `fallback` mark) of answers given while a circuit breaker is open."""
+
 
 @dataclass(frozen=True, slots=True)
 class Interpretation:
@@ -91,6 +94,27 @@ class HookHandler(Protocol):
     def secret_values(self, action: str, payload: Any) -> tuple[str, ...]:
         """The credentials inside this payload: the worker masks them in records and logs."""
         ...
+
+    @property
+    def read_only_actions(self) -> frozenset[str]:
+        """Actions that change nothing (status): a redelivered call may get its recorded reply
+        (worker/replies.py) without the manifest asking for `idempotentReplies`."""
+        ...
+
+    def circuit_open(self, action: str, payload: Any, spec: Spec, message: str) -> Interpretation:
+        """The answer while the extension's circuit breaker is open: the failure policy's
+        (deny, no preference, the original XML) or an error, without running anything."""
+        ...
+
+
+def counts_against_breaker(interpretation: Interpretation) -> bool:
+    """A run the circuit breaker counts as a failure: a timeout, a spawn failure, or an error
+    the hook reports (crash, invalid output, an exit code that means the extension failed).
+    A "no" (2FA code wrong, login refused) is an answer, not a failure."""
+    return interpretation.error is not None or interpretation.outcome in _BREAKER_OUTCOMES
+
+
+_BREAKER_OUTCOMES = frozenset({Outcome.TIMEOUT, Outcome.ERROR})
 
 
 def should_retry(run: RunResult, spec: Spec) -> bool:
@@ -273,6 +297,8 @@ class TypedHandler:
     result_model: ClassVar[type[HookResult] | None]
     actions: ClassVar[tuple[str, ...] | None] = None
     """Known actions, lowercase; None accepts any action."""
+    read_only_actions: ClassVar[frozenset[str]] = frozenset()
+    """Actions that change nothing (HookHandler.read_only_actions)."""
 
     # -- input
 
@@ -353,14 +379,7 @@ class TypedHandler:
         why: Fallback,
         meaning: Meaning | None = None,
     ) -> Interpretation:
-        policy = self.policy(spec)
-        result = None
-        if policy != FailurePolicy.ERROR:
-            neutral = self.fallback_result(action, payload, policy)
-            if neutral is not None:
-                result = neutral.model_copy(update={"fallback": why.kind}).model_dump(
-                    mode="json", by_alias=True
-                )
+        result = self.policy_result(action, payload, spec, why.kind)
         retry = spec.retry.retry_on_timeout if run.timed_out else meaning == Meaning.RETRY
         outcome = run.outcome if run.outcome != Outcome.SUCCESS else Outcome.FAILED
         return Interpretation(
@@ -368,6 +387,24 @@ class TypedHandler:
             retry=retry,
             result=result,
             error=RpcError(kind=why.kind, message=why.message),
+        )
+
+    def policy_result(self, action: str, payload: Any, spec: Spec, kind: str) -> Any:
+        """The failure policy's result (marked `fallback: <kind>`), or None under `error`."""
+        policy = self.policy(spec)
+        if policy == FailurePolicy.ERROR:
+            return None
+        neutral = self.fallback_result(action, payload, policy)
+        if neutral is None:
+            return None
+        return neutral.model_copy(update={"fallback": kind}).model_dump(mode="json", by_alias=True)
+
+    def circuit_open(self, action: str, payload: Any, spec: Spec, message: str) -> Interpretation:
+        result = self.policy_result(action.strip().lower(), payload, spec, CIRCUIT_OPEN)
+        return Interpretation(
+            outcome=Outcome.CIRCUIT_OPEN,
+            result=result,
+            error=RpcError(kind=CIRCUIT_OPEN, message=message),
         )
 
     # -- per hook
@@ -404,8 +441,15 @@ class GenericHandler:
     input_model: type[BaseModel] = HookInput
     result_model: type[BaseModel] | None = None
 
+    read_only_actions: frozenset[str] = frozenset()
+
     def __init__(self, hook: HookType) -> None:
         self.hook = hook
+
+    def circuit_open(self, action: str, payload: Any, spec: Spec, message: str) -> Interpretation:
+        return Interpretation(
+            outcome=Outcome.CIRCUIT_OPEN, error=RpcError(kind=CIRCUIT_OPEN, message=message)
+        )
 
     def payload_bytes(self, action: str, payload: Any, spec: Spec) -> bytes:
         return orjson.dumps(payload)

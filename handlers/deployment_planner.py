@@ -48,6 +48,7 @@ class DeploymentPlannerHandler(TypedHandler):
     input_model = DeploymentPlannerInput
     result_model = DeploymentPlannerResult
     actions = ACTIONS
+    read_only_actions = frozenset({"can-handle", "order-clusters"})
 
     def parse(self, action: str, meaning: Meaning, run: RunResult, payload: Any) -> HookResult:
         text = stdout_text(run)

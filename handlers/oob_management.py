@@ -69,6 +69,7 @@ class OobManagementHandler(TypedHandler):
     input_model = OobInput
     result_model = OobResult
     actions = ACTIONS
+    read_only_actions = frozenset({"status"})
 
     def parse(self, action: str, meaning: Meaning, run: RunResult, payload: Any) -> HookResult:
         answer = stdout_object(run)

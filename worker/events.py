@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from csext.worker.amqp.bindings import event_patterns
 from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.delivery import Incoming
 from csext.worker.amqp.records import mask
+from csext.worker.breaker import Breaker, CircuitOpen, Released, State, Ticket, run_counted
 from csext.worker.retry import retry_runs
 from csext.worker.runtimes.environment import event_key
 from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome, run_limits
@@ -76,6 +78,10 @@ class EventDelivery:
         self._routes: dict[str, tuple[Extension, tuple[str, ...], bool]] = {}
         """(extension, binding patterns, has filters) by name, once per manifest, not per event."""
 
+    def release_held(self) -> None:
+        """Shutdown: events a circuit breaker holds go back to their queue now."""
+        self._executor.breakers.release_all()
+
     async def handle(self, ext: Extension, message: Incoming) -> None:
         if self._executor.metrics is not None:
             self._executor.metrics.received(ext, message)
@@ -84,6 +90,9 @@ class EventDelivery:
             await self._process(ext, message, attempts)
         except asyncio.CancelledError:
             raise
+        except Released:  # the worker stops while the breaker holds this event
+            await settle(message.nack(requeue=True))
+            return
         except DeadLetter as exc:
             try:
                 await self._dead_letter(ext, message, exc, attempts)
@@ -98,7 +107,6 @@ class EventDelivery:
         await settle(message.ack())
 
     async def _process(self, ext: Extension, message: Incoming, attempts: _Attempts) -> None:
-        started = time.monotonic()
         event = parse_event(message)
         if not self._wanted(ext, event):
             log.debug("event %s filtered out", event["routing_key"], extra={"extension": ext.name})
@@ -117,15 +125,42 @@ class EventDelivery:
                 timeout=limits.timeout,
             )
 
+        breaker = self._executor.breakers.of(ext)
+        while True:  # more than once only when a circuit breaker holds the event
+            ticket = await breaker.wait_turn() if breaker is not None else None
+            try:
+                await self._runs(ext, context, attempts, breaker, ticket)
+                return
+            except CircuitOpen:
+                log.info("event held until the circuit breaker lets it run", extra=_of(ext))
+            finally:
+                if breaker is not None:
+                    breaker.abandon(ticket)
+
+    async def _runs(
+        self,
+        ext: Extension,
+        context: Callable[[int], RunContext],
+        attempts: _Attempts,
+        breaker: Breaker | None,
+        ticket: Ticket | None,
+    ) -> None:
+        """The first run, then retries (worker/retry.py) while the breaker, if any, stays
+        closed; CircuitOpen when it opened (the event is held, not dead-lettered)."""
+        started = time.monotonic()
+        limits = run_limits(ext)
+        done = attempts.count
         # The first run goes without tenacity: most events need no retry, and setting up
         # the retry loop cost more than the rest of the event path.
-        attempts.count = 1
-        attempts.last = await self._run(ext, context(1))
+        attempts.count = done + 1
+        attempts.last = await self._run(ext, context(done + 1), breaker, ticket)
         if attempts.last.interpretation.retry:
 
             async def again(attempt: int) -> RunOutcome:
-                attempts.count = attempt
-                return await self._run(ext, context(attempt))
+                if breaker is not None and breaker.state is not State.CLOSED:
+                    raise CircuitOpen(ext.name)
+                attempts.count = done + attempt
+                return await self._run(ext, context(done + attempt), breaker, ticket)
 
             attempts.last = await retry_runs(
                 ext.spec.retry,
@@ -148,9 +183,11 @@ class EventDelivery:
             return False  # a stale binding left from an older manifest
         return not route[2] or accepts(event, ext.spec)
 
-    async def _run(self, ext: Extension, ctx: RunContext) -> RunOutcome:
+    async def _run(
+        self, ext: Extension, ctx: RunContext, breaker: Breaker | None, ticket: Ticket | None
+    ) -> RunOutcome:
         try:
-            outcome = await self._executor.execute(ext, ctx)
+            outcome = await run_counted(self._executor, ext, ctx, breaker, ticket)
         except ValueError as exc:
             raise DeadLetter("bad-payload", str(exc)) from None
         return outcome
@@ -181,6 +218,10 @@ class EventDelivery:
             )
         )
         metrics.dead_lettered(ext.name, exc.reason)
+
+
+def _of(ext: Extension) -> dict[str, str]:
+    return {"extension": ext.name}
 
 
 async def settle(operation: Any) -> None:

@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractExchange
 from aiormq import spec
 from pydantic import ValidationError
 
+from csext.handlers import get_handler
 from csext.schemas.errors import describe_validation_error
 from csext.schemas.rpc import RpcError, RpcReply, RpcRequest
 from csext.schemas.run import Outcome, RunResult
@@ -29,7 +30,9 @@ from csext.worker.amqp import names as c
 from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.delivery import Incoming
 from csext.worker.amqp.records import publish_raw
+from csext.worker.breaker import Breaker, CircuitOpen, State, Ticket, run_counted
 from csext.worker.events import settle
+from csext.worker.replies import Key, RecordedReplies, reply_key
 from csext.worker.retry import retry_runs
 from csext.worker.runtimes.environment import event_key
 from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome, run_limits
@@ -109,6 +112,8 @@ class RpcDelivery:
         self._replies = default_exchange
         self._dead_letters = dead_letters
         self._margin = margin
+        self._recorded = RecordedReplies()
+        """Replies of idempotent and read-only calls, for redeliveries (worker/replies.py)."""
 
     async def handle(self, ext: Extension, message: Incoming) -> None:
         received = time.monotonic()
@@ -152,39 +157,94 @@ class RpcDelivery:
             log.info("call expired before it ran", extra={"extension": ext.name})
             await self._executor.record_unrun(ext, ctx, Outcome.EXPIRED, "deadline passed")
             return None
+        key = self._replay_key(ext, request.action, message)
+        if key is not None and message.redelivered:
+            recorded = self._recorded.recorded(key)
+            if recorded is not None:
+                log.info(
+                    "redelivered call answered with its recorded reply, not run again",
+                    extra={"extension": ext.name, "correlation_id": message.correlation_id},
+                )
+                return recorded
+        breaker = self._executor.breakers.of(ext)
+        ticket = breaker.admit() if breaker is not None else None
+        if breaker is not None and ticket is None:
+            return await self._refuse(ext, ctx, breaker)
         try:
-            outcome = await self._run_with_retries(ext, ctx, deadline, limits.attempts)
+            outcome = await self._run_with_retries(ext, ctx, deadline, limits.attempts, ticket)
         except ValueError as exc:
             return RpcReply.failure("bad-request", str(exc))
+        finally:
+            if breaker is not None:
+                breaker.abandon(ticket)
         run, interp = outcome.run, outcome.interpretation
-        return reply_body(run, interp.error, interp.result)
+        body = reply_body(run, interp.error, interp.result)
+        if key is not None:  # before the reply is published: a lost ack must find it
+            self._recorded.remember(key, body, deadline)
+        return body
+
+    def _replay_key(self, ext: Extension, action: str, message: Incoming) -> Key | None:
+        """The call's key in the recorded replies, when its reply may be replayed."""
+        if not (message.correlation_id and message.reply_to):
+            return None
+        replayable = ext.spec.idempotent_replies or (
+            action.strip().lower() in get_handler(ext.hook).read_only_actions
+        )
+        if not replayable:
+            return None
+        return reply_key(ext.name, message.correlation_id, message.reply_to, message.body)
+
+    async def _refuse(self, ext: Extension, ctx: RunContext, breaker: Breaker) -> bytes:
+        """The breaker is open: the hook's failure-policy answer at once, recorded, not run."""
+        breaker.refused += 1
+        text = (
+            f"circuit breaker open (about {breaker.cooldown_left():.0f}s of cooldown left, then "
+            "one trial call): the extension kept failing, so this call was not run"
+        )
+        answer = get_handler(ext.hook).circuit_open(ctx.action, ctx.payload, ext.spec, text)
+        await self._executor.record_unrun(ext, ctx, Outcome.CIRCUIT_OPEN, text)
+        return reply_body(RunResult(exit_code=None), answer.error, answer.result)
 
     async def _run_with_retries(
-        self, ext: Extension, ctx: RunContext, deadline: float, attempts: int
+        self,
+        ext: Extension,
+        ctx: RunContext,
+        deadline: float,
+        attempts: int,
+        ticket: Ticket | None = None,
     ) -> RunOutcome:
         """Run, then retry on tenacity (worker/retry.py) while a retry can start before the
-        caller's deadline; each run's timeout is cut to the time the caller has left."""
+        caller's deadline; each run's timeout is cut to the time the caller has left. A
+        circuit breaker that opens meanwhile ends the retries (the last outcome is the answer)."""
+        breaker = self._executor.breakers.of(ext)
+        last: list[RunOutcome] = []
 
         async def run(attempt: int) -> RunOutcome:
+            if attempt > 1 and breaker is not None and breaker.state is not State.CLOSED:
+                raise CircuitOpen(ext.name)
             left = deadline - time.time() - self._margin
             timeout = max(0.001, min(ctx.timeout, left))
-            return await self._executor.execute(
-                ext, dataclasses.replace(ctx, attempt=attempt, timeout=timeout)
-            )
+            attempt_ctx = dataclasses.replace(ctx, attempt=attempt, timeout=timeout)
+            outcome = await run_counted(self._executor, ext, attempt_ctx, breaker, ticket)
+            last.append(outcome)
+            return outcome
 
         started = time.monotonic()
         first = await run(1)
         if not first.interpretation.retry or attempts <= 1:
             return first
         budget = deadline - time.time() - self._margin - MIN_RETRY_RUN
-        return await retry_runs(
-            ext.spec.retry,
-            attempts,
-            first,
-            run,
-            elapsed=time.monotonic() - started,
-            budget=budget,
-        )
+        try:
+            return await retry_runs(
+                ext.spec.retry,
+                attempts,
+                first,
+                run,
+                elapsed=time.monotonic() - started,
+                budget=budget,
+            )
+        except CircuitOpen:
+            return last[-1]
 
     async def reply(self, message: Incoming, reply: RpcReply | bytes) -> bool:
         """Publish `reply` (a model, or its JSON) to the caller's reply_to; False if that failed

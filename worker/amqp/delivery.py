@@ -53,6 +53,8 @@ class Incoming(Protocol):
     def timestamp(self) -> datetime | None: ...
     @property
     def type(self) -> str | None: ...
+    @property
+    def redelivered(self) -> bool | None: ...
     def ack(self, multiple: bool = False) -> Awaitable[None]: ...
     def nack(self, multiple: bool = False, requeue: bool = True) -> Awaitable[None]: ...
 
@@ -60,7 +62,15 @@ class Incoming(Protocol):
 class Delivery:
     """One delivery from an extension queue; settle it once with `ack` or `nack`."""
 
-    __slots__ = ("_channel", "_properties", "body", "delivery_tag", "exchange", "routing_key")
+    __slots__ = (
+        "_channel",
+        "_properties",
+        "body",
+        "delivery_tag",
+        "exchange",
+        "redelivered",
+        "routing_key",
+    )
 
     def __init__(self, message: DeliveredMessage) -> None:
         delivery = message.delivery
@@ -68,6 +78,8 @@ class Delivery:
         self.delivery_tag: int = delivery.delivery_tag or 0  # type: ignore[union-attr]
         self.exchange: str | None = delivery.exchange  # type: ignore[union-attr]
         self.routing_key: str | None = delivery.routing_key  # type: ignore[union-attr]
+        self.redelivered: bool | None = delivery.redelivered  # type: ignore[union-attr]
+        """The broker delivered it before (to a channel that closed before settling it)."""
         self._properties = message.header.properties
         self._channel: AiormqChannel = message.channel  # type: ignore[assignment]
 
@@ -141,6 +153,12 @@ class DirectConsumer:
     def consuming(self) -> bool:
         """Subscribed on an open channel (readiness, worker/health.py)."""
         return self._tag is not None and not self._channel.is_closed
+
+    @property
+    def tag(self) -> str | None:
+        """The consumer tag while subscribed: a new one after each resubscribe (so the
+        connection log can tell which consumers came back after a reconnect)."""
+        return self._tag
 
     @property
     def tag(self) -> str | None:
