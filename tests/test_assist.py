@@ -274,12 +274,24 @@ def test_an_answer_that_is_not_code_is_refused_and_the_refusal_sent_back(
     cli: Cli, model_server: Any
 ) -> None:
     server = model_server(Reply("not-code.json"))
-    done = describe(cli, llm_env(server), "--rounds", "2")
+    done = describe(cli, llm_env(server), "--rounds", "3")
     assert done.returncode == 1
-    assert "round 1/2: refused: the answer is not code" in done.stdout
-    assert "no draft passed in 2 round(s); nothing saved" in done.stderr
+    assert "round 1/3: refused: the answer is not code" in done.stdout
+    assert "no draft passed in 3 round(s); nothing saved" in done.stderr
     assert "the answer is not code" in server.messages(1)[3]["content"]
+    # Round 3 gets the first message, the last draft and its errors: the prompt stays bounded.
+    assert len(server.requests) == 3 and len(server.messages(2)) == 4
+    assert server.messages(2)[3]["content"].startswith("Draft 2 was not accepted")
     assert_nothing_saved(cli)
+
+
+def test_a_taken_name_is_refused_before_asking_the_model(cli: Cli, model_server: Any) -> None:
+    server = model_server(Reply("planner-draft-repaired.json"))
+    assert cli("new", "gpu-last", "--hook", "deployment-planner").returncode == 0
+    done = describe(cli, llm_env(server))
+    assert done.returncode == 1
+    assert "already exists: pick another name" in done.stderr
+    assert server.requests == []
 
 
 def test_code_in_another_language_is_refused(cli: Cli, model_server: Any) -> None:
@@ -360,7 +372,7 @@ def test_draft_extension_as_a_library_call(tmp_path: Path, model_server: Any) ->
 
 
 def test_an_endpoint_answering_garbage_is_an_endpoint_error(model_server: Any) -> None:
-    server = model_server(Reply("../assist/not-code.json", status=500))
+    server = model_server(Reply("not-code.json", status=500))
     chat = ChatClient(LlmConfig(url=server.url, model="m"))
     with pytest.raises(EndpointError, match="answered HTTP 500"):
         chat.complete([{"role": "user", "content": "hi"}])

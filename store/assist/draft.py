@@ -111,7 +111,6 @@ def draft_extension(
         reports: list[RoundReport] = []
         for number in range(1, request.rounds + 1):
             answer = chat.complete(messages)
-            messages.append({"role": "assistant", "content": answer})
             folder = Path(scratch) / f"round-{number}" / request.name
             report, draft = _one_round(number, request, base, folder, answer, run_tests)
             reports.append(report)
@@ -123,7 +122,12 @@ def draft_extension(
                 return Drafted(
                     _save(store, request, folder, chat.model, number), reports, chat.describe
                 )
-            messages.append(prompt.repair_message(number, report.problems))
+            # Only the last draft and its errors: the conversation stays within the context
+            # of small local models however many rounds there are.
+            messages[2:] = [
+                {"role": "assistant", "content": answer},
+                prompt.repair_message(number, report.problems),
+            ]
     last = reports[-1]
     raise NoPassingDraft(
         f"no draft passed in {request.rounds} round(s); nothing saved. "
