@@ -472,3 +472,24 @@ def test_a_prompt_is_built_for_every_hook_and_language(
     assert "failure policy:" in text and text.endswith("do it")
     assert len(text) < 60_000
     assert f"```{lang.value}" in prompt.system_message(lang)["content"]
+
+
+def test_a_bash_draft_passes_and_is_saved(cli: Cli, model_server: Any) -> None:
+    server = model_server(Reply("lab-otp-bash.json"))
+    done = cli(
+        "new",
+        "lab-otp",
+        "--hook",
+        "two-factor",
+        "--lang",
+        "bash",
+        "--describe",
+        "A lab second factor: the code 424242 passes, any other code fails.",
+        env=llm_env(server),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "round 1/3: passed: csext test: 3 passed, 0 failed" in done.stdout
+    assert "```bash" in server.messages(0)[0]["content"]
+    assert "fail-closed" in server.messages(0)[1]["content"]
+    assert (cli.registry / "lab-otp" / "lab-otp.sh").read_text().startswith("#!/usr/bin/env bash")
+    assert cli("test", "lab-otp").returncode == 0
