@@ -14,6 +14,10 @@ Memory: at most `MAX_ENTRIES` replies and `MAX_BYTES` of reply bodies per worker
 oldest go first. Only redelivered calls are looked up, so a caller that reuses a correlation id
 for a new call (not a redelivery) always gets a fresh run.
 
+A redelivery can also arrive while the first delivery still runs here (the channel closed
+mid-run and the robust connection consumed again at once): it waits for that run's reply
+(`running`) instead of starting a second run.
+
 Scope: the process that ran the call. RabbitMQ redelivers to any consumer of the queue, so with
 several worker processes a redelivery that lands on another process runs again (at-least-once,
 as without this); a worker that crashed took its recorded replies with it.
@@ -21,6 +25,7 @@ as without this); a worker that crashed took its recorded replies with it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
@@ -60,6 +65,7 @@ class RecordedReplies:
         self._max_entries = max_entries
         self._max_bytes = max_bytes
         self._clock = clock
+        self._running: dict[Key, asyncio.Future[bytes]] = {}
         self.replayed = 0
 
     def __len__(self) -> int:
@@ -93,6 +99,35 @@ class RecordedReplies:
             return None
         self.replayed += 1
         return entry.body
+
+    def started(self, key: Key) -> None:
+        """A call with `key` starts running here: redeliveries meanwhile wait for its reply."""
+        if key not in self._running:
+            self._running[key] = asyncio.get_running_loop().create_future()
+
+    def finished(self, key: Key, body: bytes | None, deadline: float) -> None:
+        """Its reply (None: no reply, e.g. it crashed): recorded and given to the waiters."""
+        if body is not None:
+            self.remember(key, body, deadline)
+        future = self._running.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(body or b"")  # b"": no reply, the waiters run the call themselves
+
+    async def running(self, key: Key, deadline: float) -> bytes | None:
+        """The reply of the same call still running here, once it ends (None if it is not
+        running, ends without a reply, or `deadline` passes first)."""
+        future = self._running.get(key)
+        if future is None:
+            return None
+        try:
+            async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                body = await asyncio.shield(future)
+        except TimeoutError:
+            return None
+        if not body:
+            return None
+        self.replayed += 1
+        return body
 
     def _evict(self, now: float) -> None:
         """Oldest first: over the count or byte bound, or expired at the front."""

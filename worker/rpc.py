@@ -159,29 +159,40 @@ class RpcDelivery:
             return None
         key = self._replay_key(ext, request.action, message)
         if key is not None and message.redelivered:
-            recorded = self._recorded.recorded(key)
+            recorded = self._recorded.recorded(key) or await self._recorded.running(key, deadline)
             if recorded is not None:
                 log.info(
                     "redelivered call answered with its recorded reply, not run again",
                     extra={"extension": ext.name, "correlation_id": message.correlation_id},
                 )
                 return recorded
+        if key is None:
+            return await self._run_call(ext, ctx, deadline, limits.attempts)
+        self._recorded.started(key)
+        body: RpcReply | bytes | None = None
+        try:
+            body = await self._run_call(ext, ctx, deadline, limits.attempts)
+        finally:  # recorded before the reply is published: a lost ack must find it
+            self._recorded.finished(key, body if isinstance(body, bytes) else None, deadline)
+        return body
+
+    async def _run_call(
+        self, ext: Extension, ctx: RunContext, deadline: float, attempts: int
+    ) -> RpcReply | bytes:
+        """The call's reply: the breaker's answer, or the runs' (with retries)."""
         breaker = self._executor.breakers.of(ext)
         ticket = breaker.admit() if breaker is not None else None
         if breaker is not None and ticket is None:
             return await self._refuse(ext, ctx, breaker)
         try:
-            outcome = await self._run_with_retries(ext, ctx, deadline, limits.attempts, ticket)
+            outcome = await self._run_with_retries(ext, ctx, deadline, attempts, ticket)
         except ValueError as exc:
             return RpcReply.failure("bad-request", str(exc))
         finally:
             if breaker is not None:
                 breaker.abandon(ticket)
         run, interp = outcome.run, outcome.interpretation
-        body = reply_body(run, interp.error, interp.result)
-        if key is not None:  # before the reply is published: a lost ack must find it
-            self._recorded.remember(key, body, deadline)
-        return body
+        return reply_body(run, interp.error, interp.result)
 
     def _replay_key(self, ext: Extension, action: str, message: Incoming) -> Key | None:
         """The call's key in the recorded replies, when its reply may be replayed."""
