@@ -60,7 +60,7 @@ def worker_connections(vhost: str) -> list[str]:
     )
     found = []
     for line in listed.stdout.splitlines()[1:]:
-        pid, conn_vhost, props = (line.split("\t") + ["", ""])[:3]
+        pid, conn_vhost, props = [*line.split("\t"), "", ""][:3]
         name = re.search(r'\{"connection_name","([^"]*)"\}', props)
         if conn_vhost != vhost or name is None:
             continue
