@@ -348,13 +348,16 @@ def test_draft_extension_as_a_library_call(tmp_path: Path, model_server: Any) ->
     """The web UI's entry point: the runner is injected, so a runner that fails every draft
     shows the loop ends after `rounds` without touching the registry."""
     server = model_server(Reply("planner-draft-repaired.json"))
-    store = Store(tmp_path / "registry", tmp_path / "secrets.yaml")
+    secrets = tmp_path / "secrets.yaml"
+    secrets.write_text(yaml.safe_dump({"other-ext": {"TOKEN": "hunter2-token"}}))
+    secrets.chmod(0o600)
+    store = Store(tmp_path / "registry", secrets)
     seen: list[Path] = []
 
     def never_passes(folder: Path) -> TestOutcome:
         seen.append(folder)
         assert (folder / "gpu-last.py").read_text().startswith("#!/usr/bin/env python3")
-        return TestOutcome(False, "FAIL  gpu-last\n0 passed, 1 failed")
+        return TestOutcome(False, "FAIL  gpu-last\n  stdout: hunter2-token\n0 passed, 1 failed")
 
     request = DraftRequest(
         name="gpu-last",
@@ -368,6 +371,8 @@ def test_draft_extension_as_a_library_call(tmp_path: Path, model_server: Any) ->
     with pytest.raises(NoPassingDraft):
         draft_extension(store, request, chat=chat, run_tests=never_passes, on_round=rounds.append)
     assert len(seen) == 2 and len(rounds) == 2
+    sent_back = server.messages(1)[3]["content"]  # a secret value a draft printed is masked
+    assert "stdout: ***" in sent_back and "hunter2" not in sent_back
     assert not (tmp_path / "registry" / "gpu-last").exists()
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from csext.handlers.base import scrub
 from csext.schemas.errors import CsextError, ManifestError
 from csext.schemas.manifest import HookType
 from csext.store.files import content_problems
@@ -100,14 +101,10 @@ def draft_extension(
 ) -> Drafted:
     """Ask `chat` for the extension, up to `request.rounds` times; save the first that passes."""
     description = _checked(store, request)
+    secret_values = known_secrets(store)
     with tempfile.TemporaryDirectory(prefix="csext-draft-") as scratch:
         base = Path(scratch) / "scaffold" / request.name
-        write_extension(base, request.name, request.hook, request.lang)
-        scaffold = prompt.Scaffold(base, f"{request.name}{SUFFIX[request.lang]}")
-        messages: list[Message] = [
-            prompt.system_message(request.lang),
-            prompt.first_message(request.hook, request.lang, scaffold, description),
-        ]
+        messages = _first_messages(base, request, description)
         reports: list[RoundReport] = []
         for number in range(1, request.rounds + 1):
             answer = chat.complete(messages)
@@ -119,20 +116,38 @@ def draft_extension(
             if draft is not None:
                 entry = changelog(description, chat.describe, draft.notes, reports)
                 (folder / "CHANGELOG.md").write_text(entry, encoding="utf-8")
-                return Drafted(
-                    _save(store, request, folder, chat.model, number), reports, chat.describe
-                )
-            # Only the last draft and its errors: the conversation stays within the context
-            # of small local models however many rounds there are.
+                change = _save(store, request, folder, chat.model, number)
+                return Drafted(change, reports, chat.describe)
+            # Only the last draft and its errors (secret values masked, in case a draft printed
+            # a file it could read): the prompt stays within a small local model's context.
+            problems = [scrub(p, secret_values) for p in report.problems]
             messages[2:] = [
                 {"role": "assistant", "content": answer},
-                prompt.repair_message(number, report.problems),
+                prompt.repair_message(number, problems),
             ]
-    last = reports[-1]
     raise NoPassingDraft(
-        f"no draft passed in {request.rounds} round(s); nothing saved. "
-        f"Last round ({last.verdict}): {'; '.join(last.problems)[:1500]}"
+        f"no draft passed in {request.rounds} round(s); nothing saved. Last round "
+        f"({reports[-1].verdict}): {'; '.join(reports[-1].problems)[:1500]}"
     )
+
+
+def _first_messages(base: Path, request: DraftRequest, description: str) -> list[Message]:
+    """Scaffold into `base` (the draft's starting point) and ask for the first draft."""
+    write_extension(base, request.name, request.hook, request.lang)
+    scaffold = prompt.Scaffold(base, f"{request.name}{SUFFIX[request.lang]}")
+    return [
+        prompt.system_message(request.lang),
+        prompt.first_message(request.hook, request.lang, scaffold, description),
+    ]
+
+
+def known_secrets(store: Store) -> list[str]:
+    """Every value in the secrets file: masked in what goes back to the model, in case a
+    draft prints a file it could read (drafts run as the operator's user)."""
+    try:
+        return [v for values in store.load_secrets().values() for v in values.values()]
+    except CsextError:
+        return []
 
 
 def _checked(store: Store, request: DraftRequest) -> str:
