@@ -51,7 +51,10 @@ def new_described(
     from csext.store.assist.client import import_httpx
 
     if runtime is not Runtime.EXEC:
-        raise CsextError("--describe drafts exec extensions; drop --runtime (docs/assist.md)")
+        raise CsextError(
+            "--describe drafts exec extensions only",
+            fix="drop --runtime; convert the saved draft later (docs/coprocess.md)",
+        )
     config = assist.load_llm_config(ctx.store.secrets_path)
     config.require()
     import_httpx()

@@ -73,13 +73,15 @@ class ChatClient:
             status, data = self._post(httpx, orjson.dumps(body), headers)
         except httpx.TimeoutException:
             raise self._error(
-                f"did not answer within {self.config.timeout:g} s (a slow local model: raise "
-                "CSEXT_LLM_TIMEOUT)"
+                f"did not answer within {self.config.timeout:g} s",
+                "a slow local model: raise CSEXT_LLM_TIMEOUT (seconds)",
             ) from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise self._error(f"cannot be reached: {exc} (is the server running?)") from None
+            raise self._error(
+                f"cannot be reached: {exc}", "start the server, or check CSEXT_LLM_URL"
+            ) from None
         if status >= 400:
-            raise self._error(f"answered HTTP {status}: {_excerpt(data)}{_hint(status)}")
+            raise self._error(f"answered HTTP {status}: {_excerpt(data)}", _hint(status))
         return self._content(data)
 
     def _post(self, httpx: Any, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -116,8 +118,9 @@ class ChatClient:
             raise self._error(f"answered with an empty message (finish_reason: {reason})")
         return content
 
-    def _error(self, what: str) -> EndpointError:
-        return EndpointError(self.config.mask(f"the model endpoint {self.describe} {what}"))
+    def _error(self, what: str, fix: str | None = None) -> EndpointError:
+        message = self.config.mask(f"the model endpoint {self.describe} {what}")
+        return EndpointError(message, fix=fix)
 
 
 def _excerpt(data: bytes) -> str:
@@ -125,12 +128,12 @@ def _excerpt(data: bytes) -> str:
     return (text[:300] + "...") if len(text) > 300 else text or "(empty)"
 
 
-def _hint(status: int) -> str:
+def _hint(status: int) -> str | None:
     if status in (401, 403):
-        return " (check CSEXT_LLM_API_KEY)"
+        return "check CSEXT_LLM_API_KEY"
     if status == 404:
-        return " (check CSEXT_LLM_URL, usually ending in /v1, and CSEXT_LLM_MODEL)"
-    return ""
+        return "check CSEXT_LLM_URL (usually ending in /v1) and CSEXT_LLM_MODEL"
+    return None
 
 
 def import_httpx() -> Any:
@@ -139,7 +142,7 @@ def import_httpx() -> Any:
         import httpx
     except ImportError:
         raise NotConfigured(
-            "model-assisted drafting needs the optional client library: "
-            "pip install 'csext[ai]' (it adds httpx)"
+            "model-assisted drafting needs the optional client library (httpx)",
+            fix="pip install 'csext[ai]'",
         ) from None
     return httpx

@@ -51,15 +51,17 @@ class LlmConfig(BaseSettings):
     def require(self) -> tuple[str, str]:
         """(url, model), or NotConfigured saying how to configure them."""
         if not self.url:
-            raise NotConfigured(f"no model endpoint configured: {HOW_TO_CONFIGURE}")
+            raise NotConfigured("no model endpoint configured for --describe", fix=HOW_TO_CONFIGURE)
         if urlsplit(self.url).scheme not in ("http", "https"):
             raise NotConfigured(
-                f"CSEXT_LLM_URL must be an http:// or https:// URL, got {shown_url(self.url)!r}"
+                f"CSEXT_LLM_URL must be an http:// or https:// URL, got {shown_url(self.url)!r}",
+                fix="e.g. CSEXT_LLM_URL=http://127.0.0.1:11434/v1",
             )
         if not self.model:
             raise NotConfigured(
-                "no model named: set CSEXT_LLM_MODEL to a model the endpoint serves "
-                "(e.g. qwen2.5-coder:7b for Ollama; llama.cpp server takes any name)"
+                "no model named for --describe",
+                fix="set CSEXT_LLM_MODEL to a model the endpoint serves (e.g. qwen2.5-coder:7b "
+                "for Ollama; llama.cpp server takes any name)",
             )
         return self.url, self.model
 

@@ -127,7 +127,9 @@ def draft_extension(
             ]
     raise NoPassingDraft(
         f"no draft passed in {request.rounds} round(s); nothing saved. Last round "
-        f"({reports[-1].verdict}): {'; '.join(reports[-1].problems)[:1500]}"
+        f"({reports[-1].verdict}): {'; '.join(reports[-1].problems)[:1500]}",
+        fix="give more --rounds, a more precise --describe or a larger model; or "
+        "csext new without --describe and fill the scaffold in yourself",
     )
 
 
