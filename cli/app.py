@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from csext.cli import bundles as cli_bundles
+from csext.cli import fleet as cli_fleet
 from csext.cli import hooks as cli_hooks
 from csext.cli import serve as cli_serve
 from csext.cli import shim as cli_forward
@@ -95,6 +96,9 @@ def read_json(source: str, what: str) -> Any:
 @app.command()
 def worker(
     registry: Path | None = typer.Option(None, help="Extensions directory [env CSEXT_REGISTRY]"),
+    registry_remote: str | None = typer.Option(
+        None, help="Follow this Git registry, URL[@BRANCH] [env CSEXT_REGISTRY_REMOTE]"
+    ),
     amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
     concurrency: int | None = typer.Option(None, help="Runs at once per process"),
     processes: int | None = typer.Option(None, help="Worker processes under one supervisor"),
@@ -103,6 +107,7 @@ def worker(
     """Consume CloudStack events and RPC calls and run the registry's extensions."""
     settings = command_settings(
         registry=registry,
+        registry_remote=registry_remote,
         amqp_url=amqp_url,
         concurrency=concurrency,
         processes=processes,
@@ -232,3 +237,4 @@ def dead_replay(
 
 for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve):
     _module.register(app)
+cli_fleet.register(app)

@@ -36,6 +36,7 @@ from csext.worker.amqp.delivery import DirectConsumer
 from csext.worker.amqp.failover import FailoverConnection, rotated
 from csext.worker.amqp.records import WORKER_ID, RunRecorder
 from csext.worker.events import EventDelivery
+from csext.worker.fleet import FleetMember
 from csext.worker.health import WorkerHealth
 from csext.worker.metrics import RunMetrics
 from csext.worker.reload import RegistryWatcher
@@ -76,6 +77,7 @@ class Worker:
         self._signals = 0
         self._connection: AbstractRobustConnection | None = None
         self._watcher: RegistryWatcher | None = None
+        self.fleet: FleetMember | None = None
         self._connection_log: ConnectionLog | None = None
         self.recorder: RunRecorder | None = None
         self._reconcile_lock = asyncio.Lock()
@@ -111,8 +113,15 @@ class Worker:
         await self._build_paths(self._connection)
         if self._handle_signals:
             self._install_signals()
+        self.fleet = FleetMember(
+            self.settings, lambda: self.view, self._in_flight, self.schedule_reload
+        )
+        await self.fleet.prepare()
+        await self.fleet.start(self._connection)
         await self.reconcile()
-        self._watcher = RegistryWatcher(self.settings, self._connection, self.schedule_reload)
+        self._watcher = RegistryWatcher(
+            self.settings, self._connection, self.schedule_reload, self.fleet.on_control
+        )
         await self._watcher.start()
         await self._consume_unrouted(self._connection)
         self.started.set()
@@ -200,6 +209,7 @@ class Worker:
         async with self._reconcile_lock:
             view = await asyncio.to_thread(load_registry, self.settings.registry, self._secrets())
             self.view = view
+            await self._fleet_routes(view)
             await self.health.registry_loaded()
             wanted = {ext.name: ext for ext in view.enabled()}
             failed: list[str] = []
@@ -218,6 +228,18 @@ class Worker:
                     failed.append(name)
                     log.error("extension %s could not start consuming: %s", name, exc)
             self._retry_failed(failed)
+
+    def _in_flight(self) -> int:
+        return sum(1 for task in self.tasks if not task.done())
+
+    async def _fleet_routes(self, view: RegistryView) -> None:
+        """Publish this registry's disabled names to the fleet's view (worker/fleet.py)."""
+        if self.fleet is None:
+            return
+        try:
+            await self.fleet.routes(view)
+        except Exception as exc:  # the broker's view lags; consuming must go on
+            log.warning("could not update the disabled-extension bindings: %s", exc)
 
     def _retry_failed(self, failed: list[str]) -> None:
         """Reconcile again later while an extension fails to start (broker trouble, a queue

@@ -1,4 +1,5 @@
-"""Tell every running worker that the registry changed (fanout exchange `csext.control`).
+"""Tell every running worker that the registry changed (fanout exchange `csext.control`), and
+ask the fleet (status, sync: `ask_fleet`, answered by worker/fleet.py).
 
 The store commits first and broadcasts second: the commit is the truth, the broadcast only
 makes workers reload sooner (they also notice changes on disk by themselves). So the CLI calls
@@ -9,13 +10,17 @@ change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
+from collections.abc import Mapping
 
 import aio_pika
 import orjson
+from aio_pika.abc import AbstractIncomingMessage
 
 from csext.worker.amqp import broker
-from csext.worker.amqp.names import CONTROL_EXCHANGE
+from csext.worker.amqp.names import CONTROL_EXCHANGE, DIRECT_REPLY_TO
 from csext.worker.settings import redact_url
 
 log = logging.getLogger(__name__)
@@ -69,3 +74,56 @@ def notify_best_effort(
             "the change is committed and workers will notice it on disk"
         )
     return None
+
+
+# --- asking the fleet (`csext fleet`) ---------------------------------------------------------
+
+FLEET_WAIT = 2.0
+"""Seconds `csext fleet` collects answers: every live worker answers within milliseconds."""
+
+
+async def ask_fleet(
+    amqp_url: str,
+    request: Mapping[str, object],
+    *,
+    wait: float = FLEET_WAIT,
+    expect: int | None = None,
+) -> list[dict[str, object]]:
+    """Broadcast `request` on csext.control and collect the workers' answers (direct reply-to).
+
+    There is no list of workers anywhere: whoever answers within `wait` seconds is the fleet
+    (stops early once `expect` answers came). A worker that does not answer in time is absent
+    from the result, which `csext fleet` reports as such."""
+    answers: list[dict[str, object]] = []
+    enough = asyncio.Event()
+    correlation_id = uuid.uuid4().hex
+
+    async def on_answer(message: AbstractIncomingMessage) -> None:
+        if message.correlation_id != correlation_id:
+            return
+        with contextlib.suppress(orjson.JSONDecodeError):
+            answer = orjson.loads(message.body)
+            if isinstance(answer, dict):
+                answers.append(answer)
+        if expect is not None and len(answers) >= expect:
+            enough.set()
+
+    connection = await broker.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=False)
+        replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
+        await replies.consume(on_answer, no_ack=True)
+        exchange = await channel.declare_exchange(
+            CONTROL_EXCHANGE, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        message = aio_pika.Message(
+            orjson.dumps(request),
+            content_type="application/json",
+            correlation_id=correlation_id,
+            reply_to=DIRECT_REPLY_TO,
+            delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
+        )
+        await exchange.publish(message, routing_key="")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(enough.wait(), wait)
+    return answers

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
@@ -21,6 +21,9 @@ from csext.worker.settings import Settings
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 2.0
+
+ControlHandler = Callable[[AbstractIncomingMessage], Awaitable[bool]]
+"""Takes a control message first (worker/fleet.py); True when it was handled there."""
 
 
 def fingerprint(root: Path) -> tuple[tuple[str, int, int], ...]:
@@ -45,10 +48,12 @@ class RegistryWatcher:
         settings: Settings,
         connection: AbstractRobustConnection,
         on_change: Callable[[], None],
+        on_control: ControlHandler | None = None,
     ) -> None:
         self._settings = settings
         self._connection = connection
         self._on_change = on_change
+        self._on_control = on_control
         self._poller: asyncio.Task[None] | None = None
         self._last = fingerprint(settings.registry)
 
@@ -61,6 +66,12 @@ class RegistryWatcher:
         self._poller = asyncio.create_task(self._poll())
 
     async def _on_broadcast(self, message: AbstractIncomingMessage) -> None:
+        if self._on_control is not None:
+            try:
+                if await self._on_control(message):
+                    return
+            except Exception:  # a control message must never stop the watcher
+                log.exception("control message failed")
         log.info("registry change broadcast received; reloading")
         self._last = fingerprint(self._settings.registry)
         self._on_change()

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     """One broker URL, or several separated by commas (the nodes of a RabbitMQ cluster): clients
     connect to the first that answers and fail over to the next (see `amqp_urls`)."""
     registry: Path = Path("extensions")
+    registry_remote: str | None = None
+    """`URL[@BRANCH]` of a shared registry repository to follow: `registry` is then a symlink
+    the worker keeps pointing at a validated checkout (worker/follow.py, `csext fleet`)."""
     cloudstack_exchange: str = constants.CLOUDSTACK_EXCHANGE
     declare_cloudstack_exchange: bool = True
     """Declare CloudStack's exchange (topic, durable) so bindings work before CloudStack runs."""

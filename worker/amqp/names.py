@@ -23,6 +23,10 @@ RPC_UNROUTED_EXCHANGE: Final = "csext.rpc.unrouted"
 RPC_UNROUTED_QUEUE: Final = "csext.rpc.unrouted"
 """Every worker answers calls in this queue at once with a clear error."""
 
+RPC_DISABLED_QUEUE: Final = "csext.rpc.disabled"
+"""Bound to csext.rpc with the name of every extension some worker's registry has disabled
+or invalid: the fleet's one view of "disabled" (worker/fleet.py); any worker answers it."""
+
 RUNS_EXCHANGE: Final = "csext.runs"
 """Topic exchange for run records; routing key `<extension>.<outcome>`."""
 

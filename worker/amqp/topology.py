@@ -115,6 +115,19 @@ async def declare_unrouted_queue(
     return queue
 
 
+async def declare_disabled_queue(
+    channel: AbstractChannel, settings: Settings | None = None
+) -> AbstractQueue:
+    """csext.rpc.disabled: calls to extensions the fleet's registry has disabled (its bindings
+    are kept by worker/fleet.py); same arguments as an RPC queue."""
+    return await _declare_keeping_arguments(
+        channel,
+        c.RPC_DISABLED_QUEUE,
+        rpc_queue_arguments(settings),
+        "delete it (calls waiting in it are answered by the callers' timeouts)",
+    )
+
+
 async def declare_base(channel: AbstractChannel, settings: Settings) -> None:
     """The exchanges and queues shared by all extensions."""
     if settings.declare_cloudstack_exchange:
