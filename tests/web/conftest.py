@@ -46,7 +46,6 @@ def secret_extension(registry: Path, name: str = "keeper") -> None:
     (folder / "run.sh").write_text(
         '#!/bin/sh\necho "token=$API_TOKEN"\necho "err $API_TOKEN" >&2\n'
         'echo \'{"status":"success"}\'\n'
-        'echo \'{"status":"success"}\'\n'
     )
     (folder / "run.sh").chmod(0o755)
     manifest = {
@@ -91,7 +90,9 @@ def make_setup(root: Path, amqp_url: str, exchange: str, **limits: int) -> WebSe
     config = WebConfig(
         settings=settings,
         token_file=root / "secrets" / "web-token",
-        index_home=IndexHome(root / "config" / "indexes.yaml", root / "cache" / "indexes"),
+        index_home=IndexHome.from_environ(  # what csext serve reads from XDG_* in the browser test
+            {"XDG_CONFIG_HOME": str(root / "config"), "XDG_CACHE_HOME": str(root / "cache")}
+        ),
         **limits,
     )
     token, _ = auth.ensure_token(config.token_file)

@@ -26,9 +26,15 @@ if (code && area) {
   }, { tab: "    " });
   jar.updateCode(area.value);
   jar.onUpdate(function (text) { area.value = text; });
+  // Typing is covered by onUpdate; paste-like input (IME, drag and drop, assistive tools) and
+  // the final state are synced too, so what is saved is always what is shown.
+  code.addEventListener("input", function () { area.value = jar.toString(); });
+  document.getElementById("editor-form").addEventListener("submit", function () {
+    area.value = jar.toString();
+  });
   document.body.classList.add("has-editor");
   document.addEventListener("keydown", function (e) {
-    if ((e.ctrlKey || e.metaKey) && e.key === "s") {
+    if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "s") {
       e.preventDefault();
       document.getElementById("editor-form").requestSubmit();
     }
