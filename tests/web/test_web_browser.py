@@ -153,6 +153,8 @@ def run_async(coroutine: Any) -> Any:
 
 def shot(page, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
+    if page.locator("#worker-pill").count():  # the worker state, not its loading state
+        page.wait_for_selector("#worker-pill .pill:not(.pill-muted)")
     page.screenshot(path=str(SHOTS / f"{name}.png"))
 
 
