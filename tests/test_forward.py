@@ -407,3 +407,57 @@ def test_kvm_hook_helpers() -> None:
     assert not forward.same_domain(original, original.replace("i-1", "i-2"))
     assert not forward.same_domain(original, original.replace("u1", "u2"))
     assert not forward.same_domain(original, '{"status":"error"}')
+
+
+@pytest.mark.parametrize(
+    ("reply", "stdout", "status"),
+    [
+        # The extension ran: its stdout and exit code go to CloudStack unchanged, whatever
+        # csext's own reading was (ExternalPathPayloadProvisioner parses the output itself).
+        (
+            {
+                "exit_code": 0,
+                "stdout": '{"status": "error", "message": "Not supported"}\n',
+                "error": None,
+            },
+            b'{"status": "error", "message": "Not supported"}\n',
+            0,
+        ),
+        (
+            {
+                "exit_code": 0,
+                "stdout": '{"console": {}}',
+                "error": {"kind": "invalid-output", "message": "Missing required fields"},
+            },
+            b'{"console": {}}',
+            0,
+        ),
+        ({"exit_code": 3, "stdout": "", "error": {"kind": "failed", "message": "x"}}, b"", 3),
+        ({"exit_code": -9, "stdout": "partial", "error": {"kind": "crashed"}}, b"partial", 137),
+    ],
+)
+def test_an_extension_that_ran_is_passed_on_byte_for_byte(reply, stdout, status) -> None:
+    import io
+
+    out, err = io.BytesIO(), io.BytesIO()
+    call = forward.Call(extension="x", action="statuses", payload_file="", timeout=60)
+    assert forward.emit({**reply, "stderr": "diag\n"}, call, out, err) == status
+    assert out.getvalue() == stdout and err.getvalue() == b"diag\n"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"kind": "timeout", "message": "extension timed out after 58000 ms"},
+        {"kind": "unknown-extension", "message": "no extension 'x'"},
+        {"kind": "spawn-failed", "message": "not executable"},
+    ],
+)
+def test_failures_of_csext_itself_print_the_error_line(error) -> None:
+    import io
+
+    out, err = io.BytesIO(), io.BytesIO()
+    call = forward.Call(extension="x", action="start", payload_file="", timeout=60)
+    reply = {"exit_code": None, "stdout": "", "stderr": "", "error": error}
+    assert forward.emit(reply, call, out, err) == forward.ERROR_EXIT
+    assert error["kind"] in error_line(out.getvalue().decode())
