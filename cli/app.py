@@ -15,6 +15,7 @@ import orjson
 import typer
 
 from csext.cli import bundles as cli_bundles
+from csext.cli import dead as cli_dead
 from csext.cli import fleet as cli_fleet
 from csext.cli import hooks as cli_hooks
 from csext.cli import serve as cli_serve
@@ -195,46 +196,6 @@ def runs(
     emit(json_output, records, lambda: format_runs(records))
 
 
-dead_app = typer.Typer(help="Dead letters in csext.dead: list them, replay them.")
-app.add_typer(dead_app, name="dead")
-
-
-@dead_app.command("list")
-def dead_list(
-    extension: str | None = typer.Option(None, help="Only this extension's dead letters"),
-    reason: str | None = typer.Option(None, help="Only this reason, e.g. retries-exhausted"),
-    limit: int = typer.Option(50, help="At most this many"),
-    json_output: bool = JsonOpt,
-    amqp_url: str | None = AmqpOpt,
-) -> None:
-    """List dead letters and why they died (nothing is removed)."""
-    from csext.worker.amqp.dlq import format_dead, list_dead, matcher
-
-    settings = command_settings(amqp_url=amqp_url)
-    found = asyncio.run(list_dead(settings.amqp_url, matcher(extension, reason), limit))
-    emit(json_output, found, lambda: format_dead(found))
-
-
-@dead_app.command("replay")
-def dead_replay(
-    extension: str | None = typer.Option(None, help="Only this extension's dead letters"),
-    reason: str | None = typer.Option(None, help="Only this reason"),
-    limit: int | None = typer.Option(None, help="At most this many"),
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
-    amqp_url: str | None = AmqpOpt,
-) -> None:
-    """Put dead letters back into the queue they came from, to be run again."""
-    from dataclasses import asdict
-
-    from csext.worker.amqp.dlq import matcher, replay_dead
-
-    if not yes and not (sys.stdin.isatty() and typer.confirm("Replay the matching dead letters?")):
-        fail("nothing replayed", "confirm with 'y', or pass --yes")
-    settings = command_settings(amqp_url=amqp_url)
-    report = asyncio.run(replay_dead(settings.amqp_url, matcher(extension, reason), limit))
-    typer.echo(orjson.dumps(asdict(report)).decode())
-
-
-for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve):
+for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve, cli_dead):
     _module.register(app)
 cli_fleet.register(app)

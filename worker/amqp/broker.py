@@ -48,19 +48,32 @@ async def consume_until_quiet(
     arguments: dict[str, Any] | None = None,
 ) -> None:
     """Feed messages to `on_message` until it returns True (enough), the queue stays quiet for
-    `quiet` seconds, or `timeout` passes. For CLI reads of csext.dead and csext.runs.log."""
+    `quiet` seconds, or `timeout` passes. For CLI reads of csext.dead and csext.runs.log.
+
+    Time spent inside `on_message` (a replay or purge awaiting publisher confirms on a busy
+    broker) is not quiet: the read goes on until it has returned."""
     last = time.monotonic()
+    busy = 0
     enough = asyncio.Event()
 
     async def consume(message: AbstractIncomingMessage) -> None:
-        nonlocal last
+        nonlocal last, busy
         last = time.monotonic()
-        if await on_message(message):
-            enough.set()
+        busy += 1
+        try:
+            if await on_message(message):
+                enough.set()
+        finally:
+            busy -= 1
+            last = time.monotonic()
 
     tag = await queue.consume(consume, arguments=arguments)
     deadline = time.monotonic() + timeout
-    while not enough.is_set() and time.monotonic() - last < quiet and time.monotonic() < deadline:
+    while (
+        not enough.is_set()
+        and (busy or time.monotonic() - last < quiet)
+        and time.monotonic() < deadline
+    ):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(enough.wait(), quiet / 5)
     await queue.cancel(tag)

@@ -8,6 +8,7 @@ never a lost message.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aio_pika
@@ -47,6 +48,7 @@ class DeadLetterPublisher:
                 c.HEADER_ORIGINAL_ROUTING_KEY: message.routing_key or "",
                 c.HEADER_ORIGINAL_QUEUE: queue,
                 c.HEADER_STDERR_TAIL: stderr_tail,
+                c.HEADER_DEAD_AT: int(time.time() * 1000),
             }
         )
         if exit_code is not None:

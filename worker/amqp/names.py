@@ -72,6 +72,8 @@ HEADER_ORIGINAL_ROUTING_KEY: Final = "x-csext-original-routing-key"
 HEADER_ORIGINAL_QUEUE: Final = "x-csext-original-queue"
 HEADER_REPLAYED: Final = "x-csext-replayed"
 """How often `csext dead replay` put this message back (kept across replays)."""
+HEADER_DEAD_AT: Final = "x-csext-dead-at"
+"""When the worker dead-lettered the message, epoch ms (`csext dead purge --older-than`)."""
 
 DEFAULT_DELIVERY_LIMIT: Final = 5
 """Quorum queue delivery limit: a message that keeps crashing workers is dead-lettered."""
