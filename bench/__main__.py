@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import core, events, rpc, scale
+from . import core, events, rpc, scale, scaling
 from .core import Ctx, Row, Section, Stat
 from .forward_latency import measure as forward_measure
 from .report import render
@@ -115,6 +115,14 @@ BENCHMARKS: list[tuple[str, str, str, list[str], Bench]] = [
         "coprocess RPC req/s and latency as the payload grows and as calls in flight grow",
         ["req/s", "p50", "p99"],
         rpc.b8_rpc_curve,
+    ),
+    (
+        "scaling",
+        "9. Scaling: 1 to 4 workers, each on its own CPU budget",
+        "coprocess events and RPC with each worker in a cgroup limited to 0.25 core, as if "
+        "each ran on a host of its own",
+        ["events/s", "req/s"],
+        scaling.b9_scaling,
     ),
 ]
 

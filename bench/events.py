@@ -211,11 +211,12 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
     await setup.declare()
     await unheld.declare()
     raw_count, count = ctx.n(20000), ctx.n(10000)
-    raws, ours, chatty, bare, celeries = [], [], [], [], []
+    raws, pipes, ours, chatty, bare, celeries = [], [], [], [], [], []
     celery = core.has("celery")
     try:
         for _ in range(ctx.repeats):
             raws.append(await setup.floor_rate("ack", raw_count, 100))
+            pipes.append(await setup.floor_rate("pipe", count, setup.prefetch))
             ours.append(await setup.csext_rate(count))
             chatty.append(await setup.csext_rate(count, CSEXT_LOG_SUCCESSFUL_RUNS="true"))
             bare.append(await unheld.csext_rate(count))
@@ -234,6 +235,21 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
         raws,
         0.6,
     )
+    section.add(
+        Row(
+            "raw aio-pika: consume, one line to a warm process over a pipe and back, ack "
+            f"(8 warm processes, prefetch {setup.prefetch})",
+            rate_figures(Stat.of(pipes)),
+        )
+    )
+    core.ratio_row(
+        section,
+        "csext coprocess ÷ the pipe floor (the same work: like with like)",
+        {},
+        ours,
+        pipes,
+        None,
+    )
     for label, samples in (
         ("same, log_successful_runs: true (a JSON log line per run)", chatty),
         ("same, spec.prefetch: 8 (no delivery held beyond the running ones)", bare),
@@ -251,7 +267,11 @@ async def b2_coprocess_events(ctx: Ctx, section: Section) -> None:
     section.notes.append(
         f"{raw_count} events per raw sample, {count} per csext/Celery sample. The coprocess is "
         "a Python `handle` returning None on the stdlib helper (sdk/coprocess.py). "
-        "Celery runs its own default: a classic queue, acks before the task, prefetch 4 x 2."
+        "Celery runs its own default: a classic queue, acks before the task, prefetch 4 x 2. "
+        "The pipe floor (bench/floors.py `pipe`) drives the same coprocess file with csext's "
+        "wire protocol and nothing else: no run record, no deadline timer, no validation; "
+        "the ack-only floor does no work at all, so it is the broker's ceiling, not a like "
+        "for like."
     )
 
 
