@@ -250,7 +250,8 @@ def _record(**figures: object) -> None:
         f"| confirmed events lost | 0 |\n"
         f"| duplicates (runs of an event already run) | {figures['duplicates']} "
         f"(bound checked: {figures['bound']}) |\n"
-        f"| all confirmed events done, after the stop | {figures['drained']:.1f} s |\n"
+        f"| from the stop to the last event done (publishing went on meanwhile) | "
+        f"{figures['drained']:.1f} s |\n"
         f"| RPC calls ({CALL_TIMEOUT:g} s deadline) | "
         + ", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
         + f"; slowest {slowest:.1f} s |\n"
