@@ -21,6 +21,7 @@ from csext.cli import hooks as cli_hooks
 from csext.cli import serve as cli_serve
 from csext.cli import shim as cli_forward
 from csext.cli import store as cli_store
+from csext.cli import top as cli_top
 from csext.cli.context import (
     EXIT_DATAERR,
     EXIT_NOINPUT,
@@ -196,6 +197,6 @@ def runs(
     emit(json_output, records, lambda: format_runs(records))
 
 
-for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve, cli_dead):
+for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve, cli_dead, cli_top):
     _module.register(app)
 cli_fleet.register(app)
