@@ -18,7 +18,6 @@ import pytest
 import yaml
 from workerkit import settings_for, start_worker_process, stop_process, wait_until, write_extension
 
-from csext.schemas.errors import CsextError
 from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.follow import split_remote
 
@@ -212,8 +211,47 @@ async def test_disabled_is_answered_alike_by_workers_with_other_registries(tmp_p
             unknown = await client.call("z", "status", {}, timeout=10)
         assert kinds == {"disabled"}
         assert unknown.error is not None and unknown.error.kind == "unknown-extension"
-    except CsextError:
-        raise
+        # enabled while no worker runs: the binding left from before must not answer too
+        for worker in workers:
+            stop_process(worker)
+        manifest = with_y / "registry" / "y" / "extension.yaml"
+        manifest.write_text(manifest.read_text().replace("enabled: false", "enabled: true"))
+        workers = [
+            start_worker_process(
+                settings_for(vhost_url, with_y / "registry", "fleet-ex", with_y),
+                log=with_y / "worker.log",
+            )
+        ]
+        await wait_until(lambda: len(fleet(vhost_url, 1)[1].get("workers", [])) == 1, 90, "1")
+        async with RpcClient(vhost_url) as client:
+            replies = [await client.call("y", "status", {}, timeout=10) for _ in range(8)]
+        assert all(r.error is None and r.exit_code == 0 for r in replies), replies
     finally:
         for worker in workers:
             stop_process(worker)
+
+
+def _w(worker: str, commit: str, previous: str | None = None, canary: bool = False) -> dict:
+    return {
+        "worker": worker,
+        "commit": commit,
+        "previous": previous,
+        "canary": canary,
+        "extensions": {"x": "1.0.0"},
+    }
+
+
+def test_report_finds_the_fleet_commit_and_the_targets():
+    from csext.worker.fleet import FleetReport
+
+    steady = FleetReport([_w("a", "A", "O"), _w("b", "A", "O")])
+    assert steady.consistent and steady.commit == "A"
+    assert steady.rollback_target() == "O"
+    with pytest.raises(ValueError, match="no canary"):
+        steady.promote_target()
+    canary = FleetReport([_w("a", "A"), _w("b", "A"), _w("c", "B", "A", canary=True)])
+    assert not canary.consistent and canary.commit == "A"
+    assert [w["worker"] for w in canary.workers if canary.differs(w)] == ["c"]
+    assert canary.promote_target() == "B" and canary.rollback_target() == "A"
+    other = FleetReport([{**_w("a", "A"), "extensions": {"x": "2.0.0"}}, _w("b", "A")])
+    assert not other.consistent  # same commit, different extensions (a local edit)

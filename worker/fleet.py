@@ -82,6 +82,8 @@ class FleetMember:
         self._channel: AbstractChannel | None = None
         self._disabled: AbstractQueue | None = None
         self._bound: set[str] = set()
+        self._enabled: set[str] | None = None
+        """Enabled names at the last `routes` (None before the first)."""
 
     async def prepare(self) -> None:
         """Before the first registry load: clone or update the remote registry (if any)."""
@@ -178,11 +180,20 @@ class FleetMember:
         if self._disabled is None:
             return
         wanted = {n for n, e in view.extensions.items() if not e.enabled} | set(view.broken)
-        for name in sorted(wanted - self._bound):
-            await self._disabled.bind(c.RPC_EXCHANGE, name)
-        for name in sorted(self._bound - wanted):
+        enabled = {ext.name for ext in view.enabled()}
+        # A name enabled since the last look (at start: every enabled name) may still carry a
+        # binding from before (disabled while every worker was down): unbinding it here keeps
+        # a call from being answered both by the extension and "disabled". Unbinding a
+        # binding that does not exist is a no-op.
+        stale = enabled - (self._enabled or set())
+        for name in sorted((wanted - self._bound) | stale):
+            if name in stale:
+                await self._disabled.unbind(c.RPC_EXCHANGE, name)
+            else:
+                await self._disabled.bind(c.RPC_EXCHANGE, name)
+        for name in sorted(self._bound - wanted - stale):
             await self._disabled.unbind(c.RPC_EXCHANGE, name)
-        self._bound = wanted
+        self._bound, self._enabled = wanted, enabled
 
     async def _on_disabled_call(self, message: AbstractIncomingMessage) -> None:
         async with message.process(ignore_processed=True):
