@@ -104,7 +104,10 @@ def _handle_errors(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> Response:
         if not _is_api(request) and isinstance(exc, NotSignedIn):
-            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+            target = f"/login?next={request.url.path}"
+            if request.headers.get("hx-request"):  # a fragment: send the whole page there
+                return Response(status_code=204, headers={"HX-Redirect": "/login"})
+            return RedirectResponse(target, status_code=303)
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 

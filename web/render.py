@@ -19,7 +19,8 @@ def markdown(text: str) -> Markup:
 
 
 def diff_lines(text: str) -> Markup:
-    """A unified diff as escaped lines with a class per kind (added, removed, hunk, file)."""
+    """A unified diff as escaped lines with a class per kind (added, removed, hunk, file);
+    each line is a block (static/app.css), so no newline goes between them."""
     out = []
     for line in (text or "").splitlines():
         kind = "ctx"
@@ -32,7 +33,7 @@ def diff_lines(text: str) -> Markup:
         elif line.startswith("-"):
             kind = "del"
         out.append(f'<span class="d-{kind}">{escape(line)}</span>')
-    return Markup("\n".join(out))  # every line escaped above
+    return Markup("".join(out))  # every line escaped above
 
 
 def when(epoch: Any) -> str:

@@ -28,6 +28,7 @@ from csext.worker import testrun
 from csext.worker.amqp import dlq, runlog
 from csext.worker.amqp.records import mask
 from csext.worker.control import notify_best_effort
+from csext.worker.runtimes.runner import install_child_watcher
 from csext.worker.settings import Settings
 
 from . import workers
@@ -261,6 +262,7 @@ class Operations:
     ) -> dict[str, Any]:
         """`csext test NAME [--case C | --action A --payload P]` through the worker's executor;
         output is masked with the extension's secrets, as run records are."""
+        install_child_watcher()  # as the worker does: the runs' children are awaited here
         store = self.store()
         if action:
             ext, warnings = await run_in_threadpool(testrun.load_for_test, store, name)

@@ -168,6 +168,11 @@ async def test_edit_validate_enable_disable_rollback_remove(
     )
     assert unknown.status_code == 400 and "csext history" in unknown.json()["error"]
 
+    external = await client.put(
+        f"{API}/extensions/alpha/path", json={"path": "/bin/true"}, headers=api_headers
+    )
+    assert external.status_code == 200 and external.json()["change"] == "set-path"
+    assert (await client.get(f"{API}/extensions/alpha/content")).json()["external"] is True
     removed = await client.delete(f"{API}/extensions/alpha", headers=api_headers)
     assert removed.json()["change"] == "remove"
     assert (await client.get(f"{API}/extensions/alpha")).status_code == 404
@@ -444,6 +449,8 @@ async def test_pages_need_a_session(client: httpx.AsyncClient) -> None:
     for path in ("/", "/x/alpha", "/runs", "/dead", "/discover"):
         reply = await client.get(path)
         assert reply.status_code == 303 and reply.headers["location"].startswith("/login"), path
+    fragment = await client.get("/ui/worker", headers={"HX-Request": "true"})
+    assert fragment.status_code == 204 and fragment.headers["hx-redirect"] == "/login"
     login = await client.get("/login")
     assert login.status_code == 200 and 'name="token"' in login.text
 

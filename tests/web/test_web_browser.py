@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -56,6 +57,7 @@ DOOMED = "doomed"
 pytestmark = [
     pytest.mark.broker,
     pytest.mark.slow,
+    pytest.mark.timeout(300),  # ~75 s alone; a loaded 2-core machine can double it
     pytest.mark.skipif(
         not CHROMIUM.exists(), reason="needs chromium: scripts/ensure-test-tools.sh"
     ),
@@ -145,6 +147,15 @@ def stack(tmp_path: Path, amqp_url: str, unique: str) -> Iterator[tuple[WebSetup
         asyncio.run(delete_extension_queues(amqp_url, DEMO, DOOMED, "alpha", "git-echo"))
 
 
+def threaded_child_watcher() -> None:
+    """Playwright starts its driver from a loop of its own; a pidfd child watcher that an
+    in-process worker of an earlier test attached to its (closed) loop would refuse."""
+    if sys.version_info < (3, 12):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            asyncio.get_event_loop_policy().set_child_watcher(asyncio.ThreadedChildWatcher())
+
+
 def run_async(coroutine: Any) -> Any:
     """asyncio.run in a thread of its own: Playwright's sync API holds this thread's loop."""
     with ThreadPoolExecutor(1) as pool:
@@ -182,6 +193,7 @@ def test_an_operator_runs_the_store_from_the_browser(stack, tmp_path: Path) -> N
     from playwright.sync_api import sync_playwright
 
     web, base = stack
+    threaded_child_watcher()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_ARGS)
         try:
@@ -232,6 +244,10 @@ def scaffold_edit_and_test(page, base: str) -> None:
     page.click("button:has-text('Create extension')")
     page.wait_for_url(f"{base}/x/{DEMO}/edit?new=1")
     flash(page, f"created {DEMO}")
+    page.click("#test-now")  # the scaffold's own cases, in one click
+    page.wait_for_selector("#result .case")
+    assert "0 failed" in (page.text_content("#result .summary") or "")
+    page.goto(f"{base}/x/{DEMO}/edit")
     page.wait_for_selector("body.has-editor")
 
     page.click("#code")
