@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from workerkit import running_worker, settings_for, wait_until, write_extension
 
-from csext.cli.top import percentile, summarize
+from csext.cli.top import in_flight_from, percentile, summarize
 from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.amqp.runlog import recent_runs
 
@@ -69,11 +69,12 @@ async def test_top_once_renders_the_expected_rows(tmp_path: Path, amqp_url: str,
 
         await wait_until(recorded, 20, "the run records")
 
-        async def flying() -> bool:
-            return worker.runner.running == 1
-
-        await wait_until(flying, 20, "the slow run in flight")
         metrics = f"http://127.0.0.1:{worker.health.port}/metrics"
+
+        async def flying() -> bool:
+            return (await asyncio.to_thread(in_flight_from, [metrics]) or {}).get(slow) == 1
+
+        await wait_until(flying, 20, "the slow run in flight on /metrics")
         done = await asyncio.to_thread(top, amqp_url, "--window", "5m", "--metrics", metrics)
         pending.cancel()
     assert done.returncode == 0, done.stderr

@@ -6,6 +6,8 @@ framework): a scrape never waits for the worker's event loop, and a busy loop ne
 scrape or a probe.
 
 - `/healthz`: 200 while the process answers (liveness).
+- `/metrics`: at most a second behind the runs (worker/metrics.py keeps per-run figures in
+  plain Python and flushes them from the event loop every second).
 - `/readyz`: 200 when connected to RabbitMQ and consuming every enabled extension's queues,
   else 503; the body is JSON saying what is missing. A single worker publishes its state from
   its event loop (`ReadinessProbe`, every second and at once on a lost connection); under a
@@ -189,6 +191,8 @@ class ReadinessProbe:
                 await asyncio.wait_for(self._wake.wait(), PROBE_INTERVAL)
 
     def refresh(self) -> Readiness:
+        if self._worker.metrics is not None:
+            self._worker.metrics.flush()
         state = self.state = worker_readiness(self._worker)
         metrics.READY.set(1 if state.ready else 0)
         metrics.BROKER_CONNECTED.set(1 if state.detail["broker"] == "connected" else 0)
@@ -266,6 +270,10 @@ class WorkerHealth:
         sd_notify("STOPPING=1")
 
     def close(self) -> None:
+        """After the last run: the final tallies reach the metrics (a pool's supervisor keeps
+        serving them), then the port closes."""
+        if self._worker.metrics is not None:
+            self._worker.metrics.flush()
         if self._server is not None:
             self._server.close()
             self._server = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import signal
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -134,11 +135,62 @@ DEAD_LETTER_QUEUE = Gauge(
 )
 
 
+class Tally:
+    """A counter child's increments, kept in a plain int until the next flush."""
+
+    __slots__ = ("child", "n")
+
+    def __init__(self, child: Counter) -> None:
+        self.child = child
+        self.n = 0
+
+    def flush(self) -> None:
+        if self.n:
+            n, self.n = self.n, 0
+            self.child.inc(n)
+
+
+class Tallies:
+    """A histogram child's observations, kept in plain lists until the next flush: a bisect and
+    two additions per observation instead of prometheus_client's locked increments."""
+
+    __slots__ = ("child", "counts", "total")
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(BUCKETS, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        """Add what was observed to the child's (non-cumulative) buckets and sum."""
+        counts = self.counts
+        if not any(counts):
+            return
+        self.counts = [0] * len(counts)
+        buckets = self.child._buckets  # prometheus_client has no public bulk add
+        for i, n in enumerate(counts):
+            if n:
+                buckets[i].inc(n)
+        self.child._sum.inc(self.total)
+        self.total = 0.0
+
+
 class BoundMetrics:
-    """One extension's label children, bound once (see the module docstring)."""
+    """One extension's label children, bound once (see the module docstring).
+
+    Per run only plain Python attributes change (`flying`, the tallies); `flush`, called on the
+    event loop about once a second and at shutdown, moves them into prometheus_client. So a
+    scrape is at most a second behind, and the hot path takes no lock and, in a pool, writes
+    no mmap file.
+    """
 
     __slots__ = (
         "extension",
+        "flying",
         "hook",
         "in_flight",
         "kills",
@@ -156,33 +208,35 @@ class BoundMetrics:
 
     def __init__(self, extension: str, hook: str, runtime: str) -> None:
         self.extension, self.hook, self.runtime = extension, hook, runtime
-        self.runs = {o.value: RUNS.labels(extension, hook, o.value) for o in Outcome}
-        self.run_seconds = RUN_SECONDS.labels(extension, hook)
-        self.queue_wait = QUEUE_WAIT.labels(extension, hook)
-        self.reply = REPLY_SECONDS.labels(extension, hook)
-        self.spawn = SPAWN_SECONDS.labels(extension, runtime)
-        self.timeouts = TIMEOUTS.labels(extension, hook)
-        self.retries = RETRIES.labels(extension, hook)
-        self.stdout_truncated = TRUNCATIONS.labels(extension, hook, "stdout")
-        self.stderr_truncated = TRUNCATIONS.labels(extension, hook, "stderr")
+        self.runs = {o.value: Tally(RUNS.labels(extension, hook, o.value)) for o in Outcome}
+        self.run_seconds = Tallies(RUN_SECONDS.labels(extension, hook))
+        self.queue_wait = Tallies(QUEUE_WAIT.labels(extension, hook))
+        self.reply = Tallies(REPLY_SECONDS.labels(extension, hook))
+        self.spawn = Tallies(SPAWN_SECONDS.labels(extension, runtime))
+        self.timeouts = Tally(TIMEOUTS.labels(extension, hook))
+        self.retries = Tally(RETRIES.labels(extension, hook))
+        self.stdout_truncated = Tally(TRUNCATIONS.labels(extension, hook, "stdout"))
+        self.stderr_truncated = Tally(TRUNCATIONS.labels(extension, hook, "stderr"))
         self.in_flight = IN_FLIGHT.labels(extension, hook)
+        self.flying = 0
+        """Runs in progress; `csext_in_flight` at the next flush."""
         self.kills: dict[int, Counter] = {}
 
     def finished(self, run: RunResult, outcome: str, attempt: int) -> None:
         """Count one finished run (called once per run, after it was interpreted)."""
-        self.runs[outcome].inc()
+        self.runs[outcome].n += 1
         self.run_seconds.observe(run.duration_ms / 1000.0)
         if attempt > 1:
-            self.retries.inc()
+            self.retries.n += 1
         if run.timed_out:
-            self.timeouts.inc()
+            self.timeouts.n += 1
         code = run.exit_code
         if code is not None and code < 0:
             self._killed(-code)
         if run.stdout_truncated:
-            self.stdout_truncated.inc()
+            self.stdout_truncated.n += 1
         if run.stderr_truncated:
-            self.stderr_truncated.inc()
+            self.stderr_truncated.n += 1
 
     def _killed(self, signum: int) -> None:
         child = self.kills.get(signum)
@@ -194,6 +248,15 @@ class BoundMetrics:
             child = self.kills[signum] = KILLS.labels(self.extension, self.hook, name)
         child.inc()
 
+    def flush(self) -> None:
+        for tally in self.runs.values():
+            tally.flush()
+        for tallies in (self.run_seconds, self.queue_wait, self.reply, self.spawn):
+            tallies.flush()
+        for one in (self.timeouts, self.retries, self.stdout_truncated, self.stderr_truncated):
+            one.flush()
+        self.in_flight.set(self.flying)
+
 
 class RunMetrics:
     """The worker's handle on the run metrics; `None` in its place means metrics are off."""
@@ -201,6 +264,7 @@ class RunMetrics:
     def __init__(self) -> None:
         self._bound: dict[str, BoundMetrics] = {}
         self._by_ext: dict[str, tuple[Extension, BoundMetrics]] = {}
+        self._retired: list[BoundMetrics] = []
 
     def of(self, ext: Extension) -> BoundMetrics:
         """The extension's children: a dict lookup and an identity check per run (a reload
@@ -215,8 +279,17 @@ class RunMetrics:
     def bind(self, extension: str, hook: str, runtime: str) -> BoundMetrics:
         bound = self._bound.get(extension)
         if bound is None or bound.hook != hook or bound.runtime != runtime:
+            if bound is not None:
+                self._retired.append(bound)  # its last tallies still get flushed
             bound = self._bound[extension] = BoundMetrics(extension, hook, runtime)
         return bound
+
+    def flush(self) -> None:
+        """Move every tally into prometheus_client (on the event loop: the tallies have no
+        lock, so nothing else may touch them)."""
+        retired, self._retired = self._retired, []
+        for bound in (*retired, *self._bound.values()):
+            bound.flush()
 
     def received(self, ext: Extension, message: Incoming) -> None:
         """A delivery reached the worker: its queue wait, when it says when it was sent."""
@@ -227,8 +300,13 @@ class RunMetrics:
     def spawn_observer(self) -> Callable[[str, float], None]:
         """For the exec runner: `(extension, seconds)` after each spawn."""
         children: dict[str, Histogram] = {}
+        bound_to = self._bound
 
         def observe(extension: str, seconds: float) -> None:
+            bound = bound_to.get(extension)
+            if bound is not None:
+                bound.spawn.observe(seconds)
+                return
             child = children.get(extension)
             if child is None:
                 child = children[extension] = SPAWN_SECONDS.labels(extension, "exec")

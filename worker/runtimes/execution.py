@@ -127,11 +127,11 @@ class Executor:
             if bound is None:
                 run = await self._runtime.run(ext, request)
             else:
-                bound.in_flight.inc()
+                bound.flying += 1
                 try:
                     run = await self._runtime.run(ext, request)
                 finally:
-                    bound.in_flight.dec()
+                    bound.flying -= 1
         interpretation = handler.interpret(ctx.action, run, ext.spec, ctx.payload)
         if bound is not None:
             bound.finished(run, interpretation.outcome.value, ctx.attempt)
@@ -170,7 +170,7 @@ class Executor:
     ) -> None:
         """A record for a call that was not run (expired, rejected)."""
         if self.metrics is not None:
-            self.metrics.of(ext).runs[outcome.value].inc()
+            self.metrics.of(ext).runs[outcome.value].n += 1
         await self._publish(ext, ctx, uuid.uuid4().hex, outcome, None, error, ())
 
     async def _publish(
