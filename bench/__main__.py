@@ -167,12 +167,15 @@ async def run(args: argparse.Namespace, tmp: Path) -> tuple[list[Section], Ctx, 
         raise SystemExit(f"unknown benchmark(s) {', '.join(sorted(unknown))}; see --help")
     sections = []
     started = time.perf_counter()
+    chosen = [b for b in BENCHMARKS if not wanted or b[0] in wanted]
     try:
-        for key, title, what, columns, bench in BENCHMARKS:
-            if wanted and key not in wanted:
-                continue
+        for number, (key, title, what, columns, bench) in enumerate(chosen, 1):
             section = Section(key, title, what, columns)
-            print(f"\n== {title} [{key}]", flush=True)
+            so_far = time.perf_counter() - started  # progress: a full run takes an hour or more
+            print(
+                f"\n== {title} [{key}]  ({number} of {len(chosen)}, {so_far:.0f} s so far)",
+                flush=True,
+            )
             begun = time.perf_counter()
             await bench(ctx, section)
             section.seconds = time.perf_counter() - begun

@@ -20,6 +20,7 @@ from csext.cli.context import (
     JsonOpt,
     RegistryOpt,
     emit,
+    fail,
     handled,
     hook_option,
     notify,
@@ -188,8 +189,7 @@ def update_cmd(
     else:
         typer.echo(_plan_text(plan))
     if not plan.up_to_date and not result.applied:
-        typer.echo(f"not applied: re-run with --yes (csext update {name} --yes)", err=True)
-        raise typer.Exit(1)
+        fail(f"update of {name} not applied", f"re-run with --yes (csext update {name} --yes)")
 
 
 def _plan_text(plan: install.UpdatePlan) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import logging
 import os
 import sys
 import traceback
@@ -51,7 +52,6 @@ from csext.schemas.errors import (
 from csext.schemas.manifest import HOOK_NAMES, HookType, parse_hook
 from csext.store import ops
 from csext.store.git import Author
-from csext.worker.control import notify_best_effort
 from csext.worker.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -105,12 +105,23 @@ class _State:
     debug: bool = False
     json: bool = False
 
+    def reset(self) -> None:
+        """At the start of each invocation (tests run many in one process)."""
+        self.json = False
+        self.debug = False
+        set_debug(os.environ.get("CSEXT_DEBUG", "") not in ("", "0", "false", "no"))
 
-state = _State(debug=os.environ.get("CSEXT_DEBUG", "") not in ("", "0", "false", "no"))
+
+state = _State()
 
 
 def set_debug(value: bool) -> None:
+    """--debug: tracebacks for every error, and the AMQP client libraries' own log lines
+    (otherwise silent: a broker that cannot be reached is reported once, as the error)."""
     state.debug = state.debug or value
+    level = logging.DEBUG if state.debug else logging.CRITICAL
+    for library in ("aiormq", "aio_pika"):
+        logging.getLogger(library).setLevel(level)
 
 
 def _remember_json(value: bool) -> bool:
@@ -201,6 +212,16 @@ def describe_os_error(exc: OSError) -> str:
 
 
 _BROKER_FIX = "start RabbitMQ, or point --amqp-url (CSEXT_AMQP_URL) at a running one"
+_BROKER_RETRY = "check that RabbitMQ is up (rabbitmqctl status), then run the command again"
+_AMQP_CLIENTS = ("aiormq", "aio_pika", "pamqp")
+
+
+def _from_amqp_client(exc: BaseException) -> bool:
+    """An error of the AMQP client libraries (checked by module: importing them would slow
+    every command down) or a dropped socket."""
+    if isinstance(exc, ConnectionError):
+        return True
+    return any(cls.__module__.split(".")[0] in _AMQP_CLIENTS for cls in type(exc).__mro__)
 
 
 def explain(exc: BaseException) -> tuple[str, str | None, int]:
@@ -215,6 +236,9 @@ def explain(exc: BaseException) -> tuple[str, str | None, int]:
         return str(exc), exc.fix, EXIT_UNAVAILABLE
     if isinstance(exc, CsextError):
         return str(exc), exc.fix, EXIT_FAILURE
+    if _from_amqp_client(exc):  # the connection dropped under a command (broker restart)
+        reason = str(exc) or type(exc).__name__
+        return f"lost the connection to RabbitMQ: {reason}", _BROKER_RETRY, EXIT_UNAVAILABLE
     if isinstance(exc, ValidationError):
         lines = describe_validation_error(exc)
         message = "invalid settings (flags, CSEXT_* environment or config file):\n  " + (
@@ -321,6 +345,7 @@ class CsextGroup(TyperGroup):
         windows_expand_args: bool = True,
         **extra: Any,
     ) -> Any:
+        state.reset()
         try:
             result = super().main(
                 args, prog_name, complete_var, False, windows_expand_args, **extra
@@ -470,6 +495,8 @@ def notify(
     """Broadcast `registry-changed` after a commit (best-effort, a warning when it fails)."""
     if commit is None and not force:
         return
+    from csext.worker.control import notify_best_effort  # aio-pika: only when broadcasting
+
     problem = notify_best_effort(settings.amqp_url, name, change, commit)
     if problem:
         warn(problem.removeprefix("warning: "))

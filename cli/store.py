@@ -445,7 +445,7 @@ def test_cmd(
 
 def _coloured(block: str) -> str:
     """PASS in green, FAIL in red on a terminal."""
-    if not stdout_is_terminal():
+    if not stdout_is_terminal() or os.environ.get("NO_COLOR"):
         return block
     verdict, rest = block[:4], block[4:]
     return typer.style(verdict, fg="green" if verdict == "PASS" else "red", bold=True) + rest

@@ -327,7 +327,7 @@ def test_cli_refuses_an_unsafe_bundle(tmp_path: Path, registry: Path) -> None:
     result = csext(cli_env(tmp_path, registry), "import", str(bundle), "--json")
     assert result.exit_code == 1
     assert "symbolic link" in json.loads(result.stdout)["error"]
-    assert result.stderr.startswith("error: bundle member 'hostile/passwd'")
+    assert result.stderr.startswith("csext: error: bundle member 'hostile/passwd'")
     assert git(registry, "rev-parse", "HEAD") == before
     assert git_status(registry) == ""
 

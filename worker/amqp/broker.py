@@ -76,4 +76,9 @@ async def consume_until_quiet(
     ):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(enough.wait(), quiet / 5)
+    if queue.channel.is_closed:  # the connection dropped: what was read is not the whole
+        raise BrokerUnavailable(
+            f"lost the connection to RabbitMQ while reading {queue.name}",
+            fix="check that RabbitMQ is up (rabbitmqctl status), then run the command again",
+        )
     await queue.cancel(tag)

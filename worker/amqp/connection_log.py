@@ -60,7 +60,10 @@ class ConnectionLog(logging.Filter):
         self._connection = connection
         connection.close_callbacks.add(self._on_close)
         connection.reconnect_callbacks.add(self._on_reconnect)
-        logging.getLogger(LIBRARY_LOGGER).addFilter(self)
+        library = logging.getLogger(LIBRARY_LOGGER)
+        if library.getEffectiveLevel() > logging.WARNING:
+            library.setLevel(logging.WARNING)  # its attempt lines must reach this filter
+        library.addFilter(self)
 
     def close(self) -> None:
         """Before closing the connection on purpose: that is no loss."""
