@@ -36,6 +36,8 @@ from . import workers
 T = TypeVar("T")
 
 MIB = 1024 * 1024
+RUN_KINDS = frozenset({"event", "rpc"})
+"""Run records that are runs of the extension (the statistics count only these)."""
 STATS_TTL = 5.0
 """Seconds the last hour's run statistics are reused between page loads."""
 
@@ -331,6 +333,8 @@ class Operations:
             return None
         stats: dict[str, dict[str, Any]] = {}
         for record in records:
+            if record.get("kind") not in RUN_KINDS:
+                continue  # e.g. an operator's dead-letter replay: a record, not a run
             entry = stats.setdefault(
                 str(record.get("extension")), {"runs": 0, "failures": 0, "last": None}
             )
