@@ -3,6 +3,10 @@ down, ready again after it returns (on a throwaway RabbitMQ node, never the shar
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -18,6 +22,8 @@ from workerkit import (
 )
 
 pytestmark = pytest.mark.broker
+
+REPO = Path(__file__).resolve().parents[1]
 
 ECHO = '#!/bin/sh\necho \'{"status":"success"}\'\n'
 
@@ -89,3 +95,85 @@ async def test_pool_unready_while_broker_down_and_ready_after(tmp_path: Path, un
 
 async def _is(status, wanted: int) -> bool:
     return await status() == wanted
+
+
+class NotifySocket:
+    """systemd's side of sd_notify: a datagram socket that collects what the service says."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.setblocking(False)
+        self.said: list[str] = []
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def poll(self) -> list[str]:
+        while True:
+            try:
+                self.said.append(self.sock.recv(4096).decode())
+            except BlockingIOError:
+                return self.said
+
+
+async def test_in_process_worker_notifies_ready_then_stopping(
+    tmp_path: Path, amqp_url: str, unique: str, monkeypatch: pytest.MonkeyPatch
+):
+    registry = tmp_path / "registry"
+    write_extension(registry, unique, ECHO, hook="orchestrator", patterns=[])
+    systemd = NotifySocket(tmp_path / "notify")
+    monkeypatch.setenv("NOTIFY_SOCKET", systemd.path)
+    settings = settings_for(amqp_url, registry, f"{unique}-ex", tmp_path)
+    try:
+        async with running_worker(settings) as worker:
+            await wait_until(lambda: "READY=1" in systemd.poll(), 20, "READY=1")
+            assert worker.health.probe.state.ready
+        assert systemd.poll() == ["READY=1", "STOPPING=1"]
+    finally:
+        systemd.close()
+
+
+async def test_pool_notifies_ready_only_when_every_child_is(
+    tmp_path: Path, amqp_url: str, unique: str
+):
+    registry = tmp_path / "registry"
+    write_extension(registry, unique, ECHO, hook="orchestrator", patterns=[])
+    systemd = NotifySocket(tmp_path / "notify")
+    port = free_port()
+    settings = settings_for(amqp_url, registry, f"{unique}-ex", tmp_path)
+    pool = start_worker_process(
+        settings, processes=2, CSEXT_METRICS_PORT=str(port), NOTIFY_SOCKET=systemd.path
+    )
+    try:
+        await wait_until(lambda: "READY=1" in systemd.poll(), 60, "READY=1 from the supervisor")
+        status, detail = await readyz(port)
+        assert status == 200 and len(detail["children_ready"]) == 2
+    finally:
+        assert stop_process(pool) == 0
+        said = systemd.poll()
+        systemd.close()
+    assert said == ["READY=1", "STOPPING=1"], "children never talk to systemd"
+
+
+def test_systemd_unit_verifies(tmp_path: Path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = (REPO / "packaging" / "csext-worker.service").read_text()
+    assert "Type=notify" in unit and "Delegate=yes" in unit
+    assert "\nProtectControlGroups=yes" not in unit, "would break per-run cgroups"
+    local = tmp_path / "csext-worker.service"
+    local.write_text(
+        unit.replace("/usr/local/bin/csext", str(Path(sys.executable).parent / "csext"))
+    )
+    done = subprocess.run(
+        [analyze, "verify", str(local)], capture_output=True, text=True, timeout=60, check=False
+    )
+    problems = [
+        line
+        for line in (done.stdout + done.stderr).splitlines()
+        if "csext-worker.service" in line and "User=" not in line
+    ]
+    assert not problems, problems
