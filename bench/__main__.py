@@ -121,7 +121,7 @@ BENCHMARKS: list[tuple[str, str, str, list[str], Bench]] = [
         "9. Scaling: 1 to 4 workers, each on its own CPU budget",
         "coprocess events and RPC with each worker in a cgroup limited to 0.25 core, as if "
         "each ran on a host of its own",
-        ["events/s", "req/s"],
+        ["events/s", "req/s", "CPU/worker"],
         scaling.b9_scaling,
     ),
 ]
