@@ -32,7 +32,9 @@ from csext.cli.context import (
     command_settings,
     emit,
     fail,
+    progress,
     set_debug,
+    table,
 )
 from csext.worker.logs import configure_logging
 
@@ -193,8 +195,28 @@ def runs(
         window = parse_duration(since)
     except ValueError as exc:
         fail(str(exc), "e.g. --since 90s, 15m, 24h or 7d", EXIT_USAGE)
-    records = asyncio.run(recent_runs(settings.amqp_url, name, limit=limit, since=window))
-    emit(json_output, records, lambda: format_runs(records))
+    with progress("reading the run records (csext.runs.log)"):
+        records = asyncio.run(recent_runs(settings.amqp_url, name, limit=limit, since=window))
+    emit(json_output, records, lambda: runs_table(records) if records else format_runs([]))
+
+
+def runs_table(records: list[dict[str, Any]]) -> str:
+    """The run records as a table (rich on a terminal), oldest first."""
+    from datetime import UTC, datetime
+
+    rows = [
+        [
+            datetime.fromtimestamp(r.get("finished_at", 0), tz=UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            str(r.get("extension", "")),
+            str(r.get("action", "")),
+            str(r.get("outcome", "")),
+            "-" if r.get("exit_code") is None else str(r["exit_code"]),
+            str(r.get("duration_ms", 0)),
+            str(r.get("run_id", "")),
+        ]
+        for r in records
+    ]
+    return table(rows, ["FINISHED", "EXTENSION", "ACTION", "OUTCOME", "EXIT", "MS", "RUN"])
 
 
 for _module in (cli_store, cli_bundles, cli_hooks, cli_forward, cli_serve, cli_dead, cli_top):

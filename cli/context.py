@@ -459,9 +459,14 @@ class Step:
             self._progress.stop()
 
     def echo(self, text: str) -> None:
-        """A line of output on stdout, printed above the progress display (rich's live display
-        redirects stdout while it runs)."""
-        typer.echo(text)
+        """A line of output, above the progress display when both share the terminal (else
+        plainly on stdout, where a pipe or file expects it)."""
+        if self._progress is not None and stdout_is_terminal():
+            from rich.text import Text
+
+            self._progress.console.print(Text.from_ansi(text))
+        else:
+            typer.echo(text)
 
 
 @contextmanager

@@ -213,13 +213,13 @@ def test_a_payload_that_does_not_fit_names_the_field(env, tmp_path: Path) -> Non
     assert "resource_type: Input should be a valid string (got 5)" in stdout
 
 
-def test_expected_failures_print_no_traceback_even_on_a_terminal(env) -> None:
-    """On a terminal the error is coloured (rich); still one error line, no traceback."""
+def on_terminal(*args: str, env: dict[str, str]) -> tuple[int, str]:
+    """Run csext on a pseudo-terminal (stdout and stderr): (exit code, what the screen got)."""
     import pty
 
     pid, fd = pty.fork()
-    if pid == 0:  # the child: csext on a pseudo-terminal
-        os.execve(sys.executable, [sys.executable, "-m", "csext.cli", "show", "nope"], env)
+    if pid == 0:  # the child: csext on the pseudo-terminal
+        os.execve(sys.executable, [sys.executable, "-m", "csext.cli", *args], env)
     output = b""
     while True:
         try:
@@ -230,11 +230,33 @@ def test_expected_failures_print_no_traceback_even_on_a_terminal(env) -> None:
             break
         output += chunk
     _, status = os.waitpid(pid, 0)
-    text = output.decode()
-    assert os.waitstatus_to_exitcode(status) == 1
+    os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode()
+
+
+def plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_expected_failures_print_no_traceback_even_on_a_terminal(env) -> None:
+    """On a terminal the error is coloured (rich); still one error line, no traceback."""
+    exit_code, text = on_terminal("show", "nope", env=env)
+    assert exit_code == 1
     assert "\x1b[" in text  # coloured
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
-    assert "csext: error: no extension named 'nope'" in plain and "Traceback" not in plain
+    assert "csext: error: no extension named 'nope'" in plain(text) and "Traceback" not in text
+
+
+def test_tables_on_a_terminal_plain_text_when_piped(env) -> None:
+    exit_code, text = on_terminal("list", env=env)
+    assert exit_code == 0 and "─" in text and "hello" in text  # rich's header rule
+    piped = run("list", env=env)
+    assert piped.returncode == 0 and "─" not in piped.stdout and "\x1b[" not in piped.stdout
+    assert piped.stdout.splitlines()[0].split() == [
+        "NAME", "STATUS", "HOOK", "VERSION", "RUNTIME", "DESCRIPTION"
+    ]  # fmt: skip
+    exit_code, text = on_terminal("test", "hello", env=env)  # progress bar, coloured verdicts
+    assert exit_code == 0 and "5 passed, 0 failed" in plain(text)
+    assert re.search(r"(\x1b\[[0-9;]*m)+PASS", text), text  # PASS is coloured
 
 
 def test_unknown_manifest_keys_are_refused_with_a_suggestion(env) -> None:
