@@ -81,10 +81,19 @@ async def list_extensions(
     hook: HookType | None = None,
     status: Annotated[str | None, Query(pattern="^(enabled|disabled|broken)$")] = None,
     q: str = "",
+    stats: bool = False,
 ) -> dict[str, Any]:
-    """Every extension (broken ones too); filter by hook, status and a search term."""
+    """Every extension (broken ones too); filter by hook, status and a search term. With
+    `stats=true` each carries `last_hour` (runs, failures, last outcome) from the run log, or
+    null when the broker cannot be asked."""
     rows, warnings = await web.ops.list_extensions(hook.value if hook else None, status, q)
-    return {"extensions": [r.to_dict() for r in rows], "warnings": warnings}
+    found = [r.to_dict() for r in rows]
+    if stats:
+        counts = await web.ops.run_stats()
+        for item in found:
+            empty = {"runs": 0, "failures": 0, "last": None}
+            item["last_hour"] = None if counts is None else counts.get(item["name"], empty)
+    return {"extensions": found, "warnings": warnings}
 
 
 @router.get("/extensions/{name}", tags=["extensions"])

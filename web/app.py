@@ -113,7 +113,10 @@ def _handle_errors(app: FastAPI) -> None:
 
     @app.exception_handler(CsextError)
     async def csext_error(request: Request, exc: CsextError) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=status_of(exc))
+        status = status_of(exc)
+        if not _is_api(request) and request.method == "GET":
+            return pages.error_page(request, status, str(exc))
+        return JSONResponse({"error": str(exc)}, status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> Response:

@@ -66,6 +66,12 @@ def page(
     return HTMLResponse(html, status_code=status)
 
 
+def error_page(request: Request, status: int, message: str) -> HTMLResponse:
+    """A page (not JSON) for an expected failure of a page's GET, e.g. an unknown extension."""
+    session = state(request).sessions.get(request.cookies.get(auth.SESSION_COOKIE))
+    return page(request, "error.html", session, status, code=status, message=message)
+
+
 def back(session: auth.Session, url: str, kind: str, message: str) -> RedirectResponse:
     session.flashes.append((kind, message))
     return RedirectResponse(url, status_code=303)

@@ -6,6 +6,7 @@ import asyncio
 import io
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -342,6 +343,8 @@ async def test_runs_dead_letters_replay_and_workers_from_a_real_worker(
     auth_only = {"Authorization": api_headers["Authorization"]}
     idle = (await client.get(f"{API}/workers")).json()
     assert idle["broker"] == "up" and idle["running"] is False
+    await sign_in(client, web.token)
+    assert "worker not running" in (await client.get("/ui/worker")).text
     failing = web.registry / unique
     failing.mkdir()
     (failing / "run").write_text(f"#!/bin/sh\necho 'fail {SECRET}' >&2\nexit 3\n")
@@ -369,6 +372,7 @@ async def test_runs_dead_letters_replay_and_workers_from_a_real_worker(
     key = build_routing_key("ActionEvent", "VM.STOP", "VirtualMachine", "vm-9")
     try:
         async with running_worker(web.settings):
+            assert "1 worker running" in (await client.get("/ui/worker")).text
             status = (await client.get(f"{API}/workers")).json()
             assert status["running"] is True and status["workers"] >= 1
             mine = next(e for e in status["extensions"] if e["name"] == unique)
@@ -391,6 +395,16 @@ async def test_runs_dead_letters_replay_and_workers_from_a_real_worker(
         missing = await client.get(f"{API}/dead/5", params={"extension": unique}, headers=auth_only)
         assert missing.status_code == 404
 
+        web_ops = client._transport.app.state.web.ops  # type: ignore[attr-defined]
+
+        async def last_hour() -> dict:
+            web_ops.forget_stats()  # not the 5 s cache: the record may arrive in a later batch
+            listed = (await client.get(f"{API}/extensions", params={"stats": "true"})).json()
+            return next(e for e in listed["extensions"] if e["name"] == unique)["last_hour"]
+
+        await wait_until(lambda: _counted(last_hour()), 20, "the run in the statistics")
+        counted = await last_hour()
+        assert counted["runs"] == counted["failures"] == 1 and counted["last"] == "failed"
         runs = no_secret(
             await client.get(
                 f"{API}/runs", params={"extension": unique, "since": "10m"}, headers=auth_only
@@ -414,6 +428,10 @@ async def test_runs_dead_letters_replay_and_workers_from_a_real_worker(
         assert await dead_letters() == []
     finally:
         await delete_extension_queues(web.settings.amqp_url, unique)
+
+
+async def _counted(stats: Any) -> bool:
+    return bool((await stats)["runs"])
 
 
 async def test_no_response_carries_the_planted_secret(
@@ -440,6 +458,9 @@ async def test_no_response_carries_the_planted_secret(
         )
     )
     assert "token=***" in ran.text
+    unknown = await client.get("/x/nope")
+    assert unknown.status_code == 404 and "no extension named" in unknown.text
+    assert unknown.headers["content-type"].startswith("text/html")
     html = (await client.get("/x/keeper")).text
     assert "<script>alert" not in html and "&lt;script&gt;" in html
     assert 'href="javascript:' not in html
