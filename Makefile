@@ -18,6 +18,7 @@ MYPY_PATH := $(VENV)/mypy-path
 PACKAGES := schemas handlers worker store bridges cli sdk web
 REGISTRY ?= extensions
 WEB_PORT ?= 8080
+METRICS_PORT ?= 9464
 PYTEST_ARGS ?=
 COMPOSE ?= docker compose
 
@@ -46,11 +47,11 @@ test-tools: ## Install what the suite drives besides Python (Groovy, JDK + jars,
 	@bash scripts/ensure-test-tools.sh </dev/null
 
 run: install rabbitmq ## Run a worker on ./extensions and the web UI (csext serve) in the foreground (Ctrl-C stops both)
-	@bash scripts/how-to-try.sh $(REGISTRY) $(BIN) $(WEB_PORT)
+	@bash scripts/how-to-try.sh $(REGISTRY) $(BIN) $(WEB_PORT) $(METRICS_PORT)
 	@# The web UI (http://127.0.0.1:$(WEB_PORT)/) runs beside the worker and stops with it.
 	$(BIN)/csext serve --registry $(REGISTRY) --port $(WEB_PORT) --log-level warning & \
 		trap 'kill $$! 2>/dev/null' EXIT; \
-		$(BIN)/csext worker --registry $(REGISTRY)
+		CSEXT_METRICS_PORT=$(METRICS_PORT) $(BIN)/csext worker --registry $(REGISTRY)
 
 test: install rabbitmq test-tools ## Run the test suite (extra pytest arguments: PYTEST_ARGS="-k name -x")
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -6,6 +6,7 @@ set -euo pipefail
 REGISTRY="${1:-extensions}"
 BIN="${2:-.venv/bin}"
 WEB_PORT="${3:-8080}"
+METRICS_PORT="${4:-}"
 
 cat <<MSG
 
@@ -13,6 +14,13 @@ Starting a csext worker on the registry '$REGISTRY' (Ctrl-C stops it, a second C
 running extensions), with the web UI and HTTP API beside it:
 
   http://127.0.0.1:$WEB_PORT/    (sign in with the token printed below; API docs at /api/v1/docs)
+MSG
+if [ -n "$METRICS_PORT" ]; then
+  cat <<MSG
+  http://127.0.0.1:$METRICS_PORT/metrics    (Prometheus metrics; /healthz, /readyz beside it)
+MSG
+fi
+cat <<MSG
 
 Try it from another terminal:
 
@@ -25,6 +33,7 @@ Try it from another terminal:
     | $BIN/csext emit --category ResourceStateEvent --type OperationSucceeded \\
         --resource-type VirtualMachine --uuid \$uuid --body -
 
+  $BIN/csext top         # live runs/s, p50/p99, failures, in flight per extension
   $BIN/csext list        # the extensions in the registry
   $BIN/csext --help      # everything else
 

@@ -180,6 +180,7 @@ async def test_pool_metrics_move_as_runs_happen(tmp_path: Path, amqp_url: str, u
         assert value(s, "csext_coprocess_crashes_total", extension=names["co"]) == 0
 
         assert value(s, "csext_in_flight") == 0
+        assert value(s, "csext_extension_timeout_seconds", extension=names["slow"]) == 0.5
         ready = [labels for n, labels, v in s if n == "csext_worker_ready" and v == 1]
         assert len(ready) == 2, "both worker processes report ready in one scrape"
         assert value(s, "csext_broker_connected") == 1
@@ -212,3 +213,30 @@ def test_queue_wait_reads_milliseconds_header_then_timestamp():
     assert queue_wait_seconds({}, None, now) is None
     future = dt.datetime.fromtimestamp(now + 5, tz=dt.UTC)
     assert queue_wait_seconds(None, future, now) == 0.0, "clock skew never goes negative"
+
+
+def test_docs_dashboard_and_alerts_use_only_real_metrics():
+    import json
+    import re
+
+    from prometheus_client import REGISTRY
+
+    import csext.worker.metrics as metrics_module
+
+    exposed = {n for n in REGISTRY._names_to_collectors if n.startswith("csext_")}
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    operations = (docs / "operations.md").read_text()
+    dashboard = json.loads((docs / "grafana-dashboard.json").read_text())
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    rules = operations.split("### Alert rules", 1)[1].split("### Grafana", 1)[0]
+    for where, text in (("dashboard", exprs), ("alert rules", rules)):
+        used = set(re.findall(r"csext_[a-z_]+", text))
+        assert used and used <= exposed, f"{where} uses unknown metrics: {used - exposed}"
+    defined = [
+        value._name
+        for value in vars(metrics_module).values()
+        if str(getattr(value, "_name", "")).startswith("csext_")
+    ]
+    assert len(defined) > 20
+    undocumented = [name for name in defined if f"`{name}" not in operations]
+    assert not undocumented, f"metrics missing from docs/operations.md: {undocumented}"

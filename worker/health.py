@@ -40,6 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 
 from csext.worker import metrics
 from csext.worker.amqp import names as c
+from csext.worker.runtimes.execution import run_limits
 
 if TYPE_CHECKING:
     from csext.worker.app import Worker
@@ -172,6 +173,7 @@ class ReadinessProbe:
         self._notified = False
         self._next_dead_check = 0.0
         self._channel: AbstractChannel | None = None
+        self._view: object = None
 
     def start(self) -> None:
         connection = self._worker.connection
@@ -201,9 +203,19 @@ class ReadinessProbe:
         metrics.EXTENSIONS_CONSUMING.set(
             sum(1 for value in extensions.values() if value == "consuming")
         )
+        self._timeouts()
         if state.ready and self._notify and not self._notified:
             self._notified = sd_notify("READY=1")
         return state
+
+    def _timeouts(self) -> None:
+        """`csext_extension_timeout_seconds`, set again when the registry view changes."""
+        view = self._worker.view
+        if view is self._view:
+            return
+        self._view = view
+        for ext in view.enabled():
+            metrics.EXTENSION_TIMEOUT.labels(ext.name).set(run_limits(ext).timeout)
 
     async def _dead_queue_depth(self) -> None:
         """csext.dead's depth: a passive declare on a channel of its own (on the aiormq

@@ -128,6 +128,13 @@ EXTENSIONS_CONSUMING = Gauge(
     "Enabled extensions whose queues this worker consumes.",
     multiprocess_mode="livemin",
 )
+EXTENSION_TIMEOUT = Gauge(
+    "csext_extension_timeout_seconds",
+    "Each enabled extension's run timeout (spec.timeout or the hook's default), for alerts on "
+    "run time against the deadline.",
+    ["extension"],
+    multiprocess_mode="max",
+)
 DEAD_LETTER_QUEUE = Gauge(
     "csext_dead_letter_queue_messages",
     "Messages waiting in csext.dead (worker and broker dead letters).",
