@@ -42,7 +42,9 @@ from workerkit import (
     write_extension,
 )
 
+from csext.cli.shim import csext_command, write_extension_shim
 from csext.worker.amqp import names as c
+from csext.worker.settings import DEFAULT_CONFIG_FILE
 
 from .corpus import Fixture, load
 
@@ -210,10 +212,11 @@ async def _consuming(amqp_url: str) -> None:
 
 
 def _shim(directory: Path, name: str) -> Path:
-    """The entry point CloudStack runs, as `csext shim` writes it."""
+    """The entry point CloudStack runs, as `csext shim NAME --output DIR` writes it (its
+    function, called in-process: tests/test_shim.py runs the command itself)."""
     directory.mkdir(exist_ok=True)
-    subprocess.run([*CSEXT, "shim", name, "--output", str(directory)], check=True, timeout=60)
-    return directory / name / f"{name}.sh"
+    command = csext_command(None)
+    return write_extension_shim(name, directory, DEFAULT_CONFIG_FILE, command, force=False)
 
 
 def run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
