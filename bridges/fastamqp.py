@@ -40,6 +40,7 @@ CONNECTION_OPEN = (10, 40)
 CONNECTION_OPEN_OK = (10, 41)
 CONNECTION_CLOSE = (10, 50)
 CONNECTION_CLOSE_OK = (10, 51)
+CONNECTION_BLOCKED = (10, 60)
 CHANNEL_OPEN = (20, 10)
 CHANNEL_OPEN_OK = (20, 11)
 CHANNEL_CLOSE = (20, 40)
@@ -90,6 +91,11 @@ class AmqpClosed(AmqpError):
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AmqpBlocked(AmqpError):
+    """The broker blocks publishers (a memory or disk alarm): it sent `connection.blocked` and
+    stopped reading this connection, so the call cannot reach a worker until the alarm clears."""
 
 
 class AmqpReturned(AmqpError):
@@ -389,6 +395,8 @@ class Connection:
         self.frame_max = 131072
         self.sock: socket.socket | None = None
         self._buffer = bytearray()
+        self.blocked = False
+        """The broker sent connection.blocked: it reads nothing more from this connection."""
         # call_served's state: the reply awaited, and the channel queues are asked on
         self._correlation = ""
         self._reply: Message | None = None
@@ -483,6 +491,17 @@ class Connection:
                 return payload
 
     def _raise_on_close(self, ids: tuple[int, int], payload: bytes) -> None:
+        """Broker closes become AmqpClosed, and `connection.blocked` AmqpBlocked at once: a
+        blocked connection is not read by the broker, so waiting would only run out the
+        caller's deadline (RabbitMQ blocks a connection when it publishes during an alarm)."""
+        if ids == CONNECTION_BLOCKED:
+            self.blocked = True
+            reason = Reader(payload, 4).shortstr() or "a resource alarm"
+            raise AmqpBlocked(
+                f"RabbitMQ at {self.url.safe} is blocking publishers ({reason}: a memory or "
+                "disk alarm is in effect), so the call cannot be delivered until it clears; "
+                "check the broker with `rabbitmq-diagnostics alarms`"
+            )
         if ids not in (CONNECTION_CLOSE, CHANNEL_CLOSE):
             return
         code, text = parse_close(payload)
@@ -674,8 +693,13 @@ class Connection:
         return Message(properties=props, body=bytes(body))
 
     def close(self, grace: float = 1.0) -> None:
-        """Connection.Close and a short wait for Close-Ok (so the broker logs no error)."""
+        """Connection.Close and a short wait for Close-Ok (so the broker logs no error); a
+        blocked connection is just dropped (the broker would not read the Close)."""
         if self.sock is None:
+            return
+        if self.blocked:
+            self.sock.close()
+            self.sock = None
             return
         try:
             self.deadline = min(self.deadline, time.monotonic() + grace)

@@ -249,6 +249,8 @@ def decode_reply(body: bytes) -> dict[str, Any]:
 
 
 def explain(exc: fastamqp.AmqpError, call: Call) -> str:
+    if isinstance(exc, fastamqp.AmqpBlocked):
+        return f"extension {call.extension!r} was not called: {exc}"
     if isinstance(exc, fastamqp.AmqpNoConsumer):
         if exc.queue_exists:
             return (

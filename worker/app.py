@@ -34,6 +34,7 @@ from csext.worker.amqp.consumers import ExtensionConsumer, recovery_delay
 from csext.worker.amqp.deadletter import DeadLetterPublisher
 from csext.worker.amqp.delivery import DirectConsumer
 from csext.worker.amqp.failover import FailoverConnection, rotated
+from csext.worker.amqp.pressure import watch_blocked
 from csext.worker.amqp.records import WORKER_ID, RunRecorder
 from csext.worker.events import EventDelivery
 from csext.worker.fleet import FleetMember
@@ -76,6 +77,8 @@ class Worker:
         self._stop = asyncio.Event()
         self._signals = 0
         self._connection: AbstractRobustConnection | None = None
+        self._publisher: AbstractRobustConnection | None = None
+        """Run records, replies and dead letters go out on this one (see `start`)."""
         self._watcher: RegistryWatcher | None = None
         self.fleet: FleetMember | None = None
         self._connection_log: ConnectionLog | None = None
@@ -110,7 +113,11 @@ class Worker:
         self._connection = await self._connect()
         self._connection_log = ConnectionLog(self.settings.safe_amqp_url, self._queue_consumers)
         self._connection_log.watch(self._connection)
-        await self._build_paths(self._connection)
+        # Publishing on a connection of its own: a memory or disk alarm blocks connections
+        # that publish (RabbitMQ stops reading them), and acks must keep flowing meanwhile.
+        self._publisher = await self._connect(" publishing")
+        await self._build_paths(self._connection, self._publisher)
+        watch_blocked(self._publisher, self._on_blocked)
         if self._handle_signals:
             self._install_signals()
         self.fleet = FleetMember(
@@ -139,7 +146,15 @@ class Worker:
     def _queue_consumers(self) -> list[DirectConsumer]:
         return [queue for ext in self.consumers.values() for queue in ext.consumers]
 
-    async def _connect(self) -> AbstractRobustConnection:
+    def _on_blocked(self, blocked: bool, reason: str) -> None:
+        """connection.blocked / unblocked on the publishing connection (worker/amqp/pressure.py)."""
+        if self.recorder is not None:
+            if blocked:
+                self.recorder.pause(reason)
+            else:
+                self.recorder.resume()
+
+    async def _connect(self, role: str = "") -> AbstractRobustConnection:
         """Connect, retrying while the broker is not up yet (e.g. both just started); with
         several URLs (a cluster), each attempt starts at the next node, and a connection lost
         later reconnects to the next node too (worker/amqp/failover.py)."""
@@ -156,7 +171,7 @@ class Worker:
                     start = attempt.retry_state.attempt_number - 1
                     connection = FailoverConnection(
                         rotated(urls, start),
-                        client_properties={"connection_name": f"csext {WORKER_ID}"},
+                        client_properties={"connection_name": f"csext {WORKER_ID}{role}"},
                         reconnect_interval=RECONNECT_INTERVAL,
                     )
                     await connection.connect(timeout=CONNECT_ATTEMPT_TIMEOUT)
@@ -168,12 +183,14 @@ class Worker:
             ) from None
         raise AssertionError("unreachable")
 
-    async def _build_paths(self, connection: AbstractRobustConnection) -> None:
+    async def _build_paths(
+        self, connection: AbstractRobustConnection, publisher: AbstractRobustConnection
+    ) -> None:
         admin = await connection.channel()
         await topology.declare_base(admin, self.settings)
-        confirmed = await connection.channel(publisher_confirms=True)
+        confirmed = await publisher.channel(publisher_confirms=True)
         dlx = await confirmed.get_exchange(c.DEAD_LETTER_EXCHANGE, ensure=False)
-        fast = await connection.channel(publisher_confirms=False)
+        fast = await publisher.channel(publisher_confirms=False)
         runs = await fast.get_exchange(c.RUNS_EXCHANGE, ensure=False)
         self.recorder = RunRecorder(
             runs,
@@ -316,10 +333,14 @@ class Worker:
             queue, tag = self._unrouted
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
+        if getattr(self, "events", None) is not None:
+            self.events.release_held()  # events a circuit breaker holds go back at once
         await self._drain()
         await self.runtimes.aclose()
         if self.recorder is not None:
             await self.recorder.aclose()
+        if self._publisher is not None:
+            await self._publisher.close()
         if self._connection is not None:
             await self._connection.close()
         self.health.close()

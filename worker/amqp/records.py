@@ -142,6 +142,11 @@ class RunRecorder:
     is therefore visible up to `flush_interval` after its run, and the records of the last
     interval are lost if the worker is killed (they are flushed on a clean shutdown).
 
+    While RabbitMQ blocks publishing (a memory or disk alarm, `pause`), records are held here,
+    at most `max_held` (the oldest go first, counted and logged), and published when it
+    unblocks (`resume`): publishing into a blocked connection would only queue them in a
+    socket the broker does not read (worker/amqp/pressure.py).
+
     Per-run log lines: failures always (WARNING for errors and timeouts, INFO otherwise);
     successes only with `log_successes` (a line per run at thousands of runs per second is
     noise in journald; the records keep every run).
@@ -154,6 +159,7 @@ class RunRecorder:
         flush_interval: float = 0.05,
         max_batch: int = 256,
         log_successes: bool = False,
+        max_held: int = 50_000,
     ) -> None:
         self._exchange = exchange
         self._flush_interval = flush_interval
@@ -162,6 +168,35 @@ class RunRecorder:
         self._pending: list[dict[str, Any]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._flushing: set[asyncio.Task[None]] = set()
+        self._max_held = max_held
+        self.paused = False
+        self.dropped = 0
+        """Records dropped while paused, over `max_held`."""
+
+    def pause(self, reason: str) -> None:
+        """RabbitMQ blocks publishing: hold records until `resume`."""
+        if not self.paused:
+            self.paused = True
+            log.warning(
+                "RabbitMQ is blocking this worker's publishing (%s: a memory or disk alarm); "
+                "run records are held until it clears, deliveries are still acked",
+                reason,
+            )
+
+    def resume(self) -> None:
+        """Publishing is unblocked: publish what was held."""
+        if not self.paused:
+            return
+        self.paused = False
+        held, dropped, self.dropped = len(self._pending), self.dropped, 0
+        log.warning(
+            "RabbitMQ unblocked publishing: publishing %d held run records%s",
+            held,
+            f" ({dropped} older ones were dropped over the limit of {self._max_held})"
+            if dropped
+            else "",
+        )
+        self._start_flush()
 
     def record(self, record: dict[str, Any]) -> None:
         outcome = record["outcome"]
@@ -170,6 +205,11 @@ class RunRecorder:
         if self._exchange is None:
             return
         self._pending.append(record)
+        if self.paused:
+            if len(self._pending) > self._max_held:
+                del self._pending[0]
+                self.dropped += 1
+            return
         if len(self._pending) >= self._max_batch:
             self._start_flush()
         elif self._timer is None:
@@ -181,6 +221,8 @@ class RunRecorder:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.paused:
+            return
         batch, self._pending = self._pending, []
         if batch:
             task = asyncio.get_running_loop().create_task(self._publish(batch))
@@ -202,6 +244,11 @@ class RunRecorder:
 
     async def aclose(self) -> None:
         """Publish what is pending (clean shutdown); call before the connection closes."""
+        if self.paused and self._pending:
+            log.warning(
+                "stopping while RabbitMQ blocks publishing: %d run records not published",
+                len(self._pending),
+            )
         self._start_flush()
         if self._flushing:
             await asyncio.wait(set(self._flushing), timeout=5)
