@@ -54,8 +54,6 @@ wait_listening() {
   return 1
 }
 
-joined() { ctl 1 cluster_status --formatter json 2>/dev/null | grep -q "\"$(node_name "$1")\""; }
-
 join() {
   local n=$1
   if ctl 1 cluster_status --formatter json | python3 -c '
