@@ -18,6 +18,7 @@ from workerkit import (
     start_worker_process,
     stop_process,
     wait_until,
+    worker_env,
     write_extension,
 )
 
@@ -177,3 +178,24 @@ def test_systemd_unit_verifies(tmp_path: Path):
         if "csext-worker.service" in line and "User=" not in line
     ]
     assert not problems, problems
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_metrics_port_in_use_is_a_clear_error(tmp_path: Path, amqp_url: str, processes: int):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = settings_for(amqp_url, tmp_path / "registry", "unused-ex", tmp_path)
+        env = worker_env(settings, CSEXT_METRICS_PORT=str(port), CSEXT_METRICS_HOST="127.0.0.1")
+        done = subprocess.run(
+            [sys.executable, "-m", "csext.cli", "worker", "--processes", str(processes)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode != 0
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in done.stderr
+    assert "CSEXT_METRICS_PORT" in done.stderr and "Traceback" not in done.stderr

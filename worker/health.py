@@ -38,6 +38,7 @@ import orjson
 from aio_pika.abc import AbstractChannel
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
+from csext.schemas.errors import ConfigError
 from csext.worker import metrics
 from csext.worker.amqp import names as c
 from csext.worker.runtimes.execution import run_limits
@@ -74,7 +75,14 @@ class HealthServer:
         registry: CollectorRegistry = REGISTRY,
     ) -> None:
         handler = _handler(readiness, registry)
-        self._server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+                fix="set CSEXT_METRICS_PORT to a free port (or CSEXT_METRICS_HOST to an "
+                "address of this host), or unset it to turn metrics off",
+            ) from None
         self._server.daemon_threads = True
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -317,24 +325,24 @@ class PoolHealth:
         self._processes = processes
         self._dir: Path | None = None
         self._server: HealthServer | None = None
-        self._host, self._port = host, port
         self._children: Callable[[], list[int]] = list
+        self._registry = CollectorRegistry()
         if port is not None:
+            # Listen before any child starts: a port in use is an error at once, not later.
+            self._server = HealthServer(host, port, self.readiness, self._registry)
             self._dir = Path(tempfile.mkdtemp(prefix="csext-metrics-"))
             env[MULTIPROC_ENV] = str(self._dir)
             env["CSEXT_METRICS_DIR"] = str(self._dir)
 
     def start(self, children: Callable[[], list[int]]) -> None:
         self._children = children
-        if self._dir is None or self._port is None:
+        if self._dir is None or self._server is None:
             sd_notify("READY=1")  # no metrics, no readiness to wait for
             return
         from prometheus_client import multiprocess
 
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=str(self._dir))  # type: ignore[no-untyped-call]
-        self._registry = registry
-        self._server = HealthServer(self._host, self._port, self.readiness, registry).start()
+        multiprocess.MultiProcessCollector(self._registry, path=str(self._dir))  # type: ignore[no-untyped-call]
+        self._server.start()
         threading.Thread(target=self._notify_when_ready, name="csext-notify", daemon=True).start()
 
     def readiness(self) -> Readiness:
