@@ -39,7 +39,7 @@ from csext.worker.amqp.records import WORKER_ID, RunRecorder
 from csext.worker.events import EventDelivery
 from csext.worker.fleet import FleetMember
 from csext.worker.health import WorkerHealth
-from csext.worker.metrics import RunMetrics
+from csext.worker.metrics import RunMetrics, publish_blocked
 from csext.worker.reload import RegistryWatcher
 from csext.worker.rpc import RpcDelivery
 from csext.worker.runtimes.choice import Runtimes
@@ -148,6 +148,7 @@ class Worker:
 
     def _on_blocked(self, blocked: bool, reason: str) -> None:
         """connection.blocked / unblocked on the publishing connection (worker/amqp/pressure.py)."""
+        publish_blocked(blocked)
         if self.recorder is not None:
             if blocked:
                 self.recorder.pause(reason)

@@ -37,6 +37,7 @@ from csext.handlers.base import Interpretation, counts_against_breaker
 from csext.schemas.manifest import CircuitBreakerPolicy
 from csext.schemas.run import Outcome
 from csext.store.registry import Extension
+from csext.worker import metrics
 
 if TYPE_CHECKING:
     from csext.worker.runtimes.execution import Executor, RunContext, RunOutcome
@@ -195,6 +196,7 @@ class Breaker:
         log.warning(
             "extension %s: %s", self.name, opened.describe(), extra={"extension": self.name}
         )
+        metrics.circuit_changed(self.name, True)
         self._notify()
         return opened
 
@@ -205,6 +207,7 @@ class Breaker:
         self._trial = None
         self._failures.clear()
         log.info("extension %s: circuit breaker closed (trial run succeeded)", self.name)
+        metrics.circuit_changed(self.name, False)
         self._notify()
 
     def _notify(self) -> None:

@@ -140,6 +140,28 @@ DEAD_LETTER_QUEUE = Gauge(
     "Messages waiting in csext.dead (worker and broker dead letters).",
     multiprocess_mode="mostrecent",
 )
+CIRCUIT_OPEN = Gauge(
+    "csext_circuit_open",
+    "1 while the extension's circuit breaker is open or waits for its trial run (a pool: the "
+    "number of its processes with an open breaker).",
+    ["extension"],
+    multiprocess_mode="livesum",
+)
+CIRCUIT_OPENED = Counter(
+    "csext_circuit_opened",
+    "Times a circuit breaker opened (after a failed trial too).",
+    ["extension"],
+)
+REPLIES_REPLAYED = Counter(
+    "csext_replies_replayed",
+    "Redelivered RPC calls answered with their recorded reply instead of a second run.",
+    ["extension"],
+)
+PUBLISH_BLOCKED = Gauge(
+    "csext_publish_blocked",
+    "1 while RabbitMQ blocks this worker's publishing (a memory or disk alarm).",
+    multiprocess_mode="livemax",
+)
 
 
 class Tally:
@@ -334,6 +356,20 @@ def queue_wait_seconds(headers: object, timestamp: object, now: float) -> float 
     if stamp is not None:
         return max(0.0, now - float(stamp()))
     return None
+
+
+def circuit_changed(extension: str, is_open: bool) -> None:
+    CIRCUIT_OPEN.labels(extension).set(1 if is_open else 0)
+    if is_open:
+        CIRCUIT_OPENED.labels(extension).inc()
+
+
+def reply_replayed(extension: str) -> None:
+    REPLIES_REPLAYED.labels(extension).inc()
+
+
+def publish_blocked(blocked: bool) -> None:
+    PUBLISH_BLOCKED.set(1 if blocked else 0)
 
 
 def dead_lettered(extension: str, reason: str) -> None:

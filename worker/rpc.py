@@ -161,6 +161,7 @@ class RpcDelivery:
         if key is not None and message.redelivered:
             recorded = self._recorded.recorded(key) or await self._recorded.running(key, deadline)
             if recorded is not None:
+                metrics.reply_replayed(ext.name)
                 log.info(
                     "redelivered call answered with its recorded reply, not run again",
                     extra={"extension": ext.name, "correlation_id": message.correlation_id},
