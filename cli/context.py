@@ -363,8 +363,11 @@ class CsextGroup(TyperGroup):
 def _usage_error(exc: Any) -> int:
     """click's `Error: No such option` as `csext: error: ...` with the help command as fix."""
     context = getattr(exc, "ctx", None)
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
     fix = f"see '{context.command_path} --help'" if context is not None else None
-    print_error(exc.format_message(), fix)
+    if "No such option: --debug" in message:
+        fix = "--debug goes before the command: csext --debug COMMAND ... (or CSEXT_DEBUG=1)"
+    print_error(message, fix)
     return int(getattr(exc, "exit_code", EXIT_USAGE))
 
 
