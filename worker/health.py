@@ -194,8 +194,11 @@ class ReadinessProbe:
 
     async def _run(self) -> None:
         while True:
-            self.refresh()
-            await self._dead_queue_depth()
+            try:
+                self.refresh()
+                await self._dead_queue_depth()
+            except Exception:  # the probe must outlive any one failure, or readiness freezes
+                log.exception("readiness probe failed; trying again in %gs", PROBE_INTERVAL)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), PROBE_INTERVAL)
@@ -229,14 +232,17 @@ class ReadinessProbe:
         """csext.dead's depth: a passive declare on a channel of its own (on the aiormq
         channel: a robust channel would remember every declare to replay it on reconnect)."""
         connection = self._worker.connection
-        if time.monotonic() < self._next_dead_check or connection is None:
+        if time.monotonic() < self._next_dead_check or self._worker.metrics is None:
+            return
+        if connection is None or not connection.connected.is_set():
             return
         self._next_dead_check = time.monotonic() + DEAD_QUEUE_INTERVAL
         try:
-            if self._channel is None or self._channel.is_closed:
-                self._channel = await connection.channel()
-            underlay = await self._channel.get_underlay_channel()
-            declared = await underlay.queue_declare(c.DEAD_LETTER_QUEUE, passive=True)
+            async with asyncio.timeout(PROBE_INTERVAL * 2):  # never hold up readiness
+                if self._channel is None or self._channel.is_closed:
+                    self._channel = await connection.channel()
+                underlay = await self._channel.get_underlay_channel()
+                declared = await underlay.queue_declare(c.DEAD_LETTER_QUEUE, passive=True)
         except Exception as exc:  # broker away: the probe says so; this waits for next time
             log.debug("could not read the depth of %s: %s", c.DEAD_LETTER_QUEUE, exc)
             self._channel = None
