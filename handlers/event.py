@@ -12,6 +12,14 @@ ResourceStateEvent. Neither patterns nor filters: no binding (the extension gets
 Past `MAX_PATTERNS` combinations the most specific parts are widened to `*`, and `accepts`
 keeps the result exact. `accepts` always checks every filter, so patterns and filters combine
 as "and".
+
+Payload. `body` is CloudStack's body exactly as parsed from its JSON (serialised by plain Gson,
+framework/events/.../Event.java): no text in it is unescaped or rewritten, and AsyncJobEvent's
+nested `jobResult` / `cmdInfo` objects stay objects (ApiServer.handleAsyncJobPublishEvent,
+server/src/main/java/com/cloud/api/ApiServer.java @02182a1). `phase` is set for VirtualMachine
+state events only: the other state listeners send no pre/post `status`
+(server/.../storage/listener/VolumeStateListener.java @0d3489e), which is why the manifest
+refuses a phase filter that could match them (schemas/manifest.py, EventBinding).
 """
 
 from __future__ import annotations
