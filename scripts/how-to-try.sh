@@ -13,7 +13,7 @@ cat <<MSG
 Starting a csext worker on the registry '$REGISTRY' (Ctrl-C stops it, a second Ctrl-C kills
 running extensions), with the web UI and HTTP API beside it:
 
-  http://127.0.0.1:$WEB_PORT/    (sign in with the token printed below; API docs at /api/v1/docs)
+  http://127.0.0.1:$WEB_PORT/    (sign in with the token printed below; OpenAPI at /api/v1/openapi.json)
 MSG
 if [ -n "$METRICS_PORT" ]; then
   cat <<MSG

@@ -2,7 +2,7 @@
 
 Each endpoint parses, checks who is calling (deps.reader / deps.writer) and calls one
 `Operations` method, which calls the same library function as the CLI command of that name.
-OpenAPI: /api/v1/openapi.json, browsable at /api/v1/docs.
+OpenAPI: /api/v1/openapi.json (load it into any OpenAPI viewer).
 """
 
 from __future__ import annotations

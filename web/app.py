@@ -16,7 +16,7 @@ from csext.schemas.errors import BrokerUnavailable, CsextError, ExtensionNotFoun
 
 from . import api, auth, pages, render
 from .deps import ApiError, NotSignedIn, WebState
-from .guards import BodyLimit, MaskSecrets
+from .guards import BodyLimit, MaskSecrets, SecurityHeaders
 from .service import Operations, WebConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def create_app(config: WebConfig) -> FastAPI:
         version="1",
         description="Manage CloudStack extensions: the same operations as the csext CLI.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # FastAPI's Swagger page loads its scripts from a CDN: not offline
         redoc_url=None,
     )
     app.state.web = WebState(config, ops, tokens, auth.Sessions(tokens), _templates())
@@ -45,6 +45,7 @@ def create_app(config: WebConfig) -> FastAPI:
     _handle_errors(app)
     app.add_middleware(MaskSecrets, values=_secret_values(ops))
     app.add_middleware(BodyLimit, limit=config.max_body, upload_limit=config.max_upload)
+    app.add_middleware(SecurityHeaders)
     return app
 
 

@@ -1,4 +1,5 @@
-"""ASGI middleware: request size limits (413) and secret masking of every text response.
+"""ASGI middleware: request size limits (413), secret masking of every text response, and
+security headers (no framing, no sniffing, scripts only from this server).
 
 Masking is a last line of defence beside the masked run records and test output: whatever a
 handler returns, no secret value from the secrets file leaves the server in a JSON, HTML or
@@ -147,3 +148,35 @@ def mask_bytes(body: bytes, secrets: tuple[str, ...]) -> bytes:
             if len(form) >= 3:
                 text = text.replace(form, MASK)
     return text.encode("utf-8", "surrogateescape")
+
+
+# Scripts and everything else only from this server (the vendored htmx, CodeJar, Prism); htmx
+# adds one <style> for its indicators, hence 'unsafe-inline' for styles only.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+
+
+class SecurityHeaders:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)

@@ -58,7 +58,9 @@ async def test_reads_list_filter_show_and_openapi(client: httpx.AsyncClient) -> 
 
     schema = (await client.get(f"{API}/openapi.json")).json()
     assert "/api/v1/extensions/{name}/rollback" in schema["paths"]
-    assert (await client.get(f"{API}/docs")).status_code == 200
+    page = await client.get("/login")
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
     missing = await client.get(f"{API}/extensions/nope")
     assert missing.status_code == 404 and "csext list" in missing.json()["error"]
 
