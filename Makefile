@@ -22,7 +22,7 @@ METRICS_PORT ?= 9464
 PYTEST_ARGS ?=
 COMPOSE ?= docker compose
 
-.PHONY: help install rabbitmq test-tools run test lint format mypy all bench bench-smoke faults up down \
+.PHONY: help install rabbitmq test-tools run test lint format mypy all bench bench-smoke faults plugin up down \
 	cluster cluster-stop \
 	logs clean distclean
 
@@ -82,6 +82,9 @@ bench: install rabbitmq ## Run the benchmarks and write BENCHMARKS.md (installs 
 
 bench-smoke: install rabbitmq ## A quick benchmark run that only checks the numbers come out
 	$(BIN)/python -m bench --smoke
+
+plugin: ## Build the CloudStack plugin jar (bridges/cloudstack-plugin/build/csext-cloudstack-plugin-<version>.jar)
+	bash bridges/cloudstack-plugin/build.sh
 
 faults: install rabbitmq ## Run the full fault-injection suite (tests/faults, tests/cluster)
 	CSEXT_FAULTS_FULL=1 $(BIN)/pytest tests/faults tests/cluster $(PYTEST_ARGS)

@@ -1,0 +1,5 @@
+// Compile-only stand-in (never packaged). Upstream: api/src/main/java/com/cloud/deploy/DeployDestination.java
+package com.cloud.deploy;
+
+public class DeployDestination {
+}
