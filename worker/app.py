@@ -124,7 +124,7 @@ class Worker:
             self.settings, lambda: self.view, self._in_flight, self.schedule_reload
         )
         await self.fleet.prepare()
-        await self.fleet.start(self._connection)
+        await self.fleet.start(self._publisher)  # it publishes answers: never on the acking one
         await self.reconcile()
         self._watcher = RegistryWatcher(
             self.settings, self._connection, self.schedule_reload, self.fleet.on_control
