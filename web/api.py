@@ -92,7 +92,8 @@ async def list_extensions(
         counts = await web.ops.run_stats()
         for item in found:
             empty = {"runs": 0, "failures": 0, "last": None}
-            item["last_hour"] = None if counts is None else counts.get(item["name"], empty)
+            last = None if counts is None else counts.get(item["name"], empty)
+            item["last_hour"] = last and {k: v for k, v in last.items() if k != "workers"}
     return {"extensions": found, "warnings": warnings}
 
 

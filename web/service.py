@@ -336,11 +336,14 @@ class Operations:
             if record.get("kind") not in RUN_KINDS:
                 continue  # e.g. an operator's dead-letter replay: a record, not a run
             entry = stats.setdefault(
-                str(record.get("extension")), {"runs": 0, "failures": 0, "last": None}
+                str(record.get("extension")),
+                {"runs": 0, "failures": 0, "last": None, "workers": []},
             )
             entry["runs"] += 1
             entry["failures"] += record.get("outcome") != "success"
             entry["last"] = record.get("outcome")
+            if record.get("worker") and record["worker"] not in entry["workers"]:
+                entry["workers"].append(record["worker"])
         self._stats = _Cached(now, stats)
         return stats
 
@@ -363,8 +366,14 @@ class Operations:
         return asdict(report)
 
     async def workers(self) -> workers.WorkerStatus:
+        """The broker's consumer counts, plus which workers (host:pid) ran each extension in
+        the last hour according to the run log."""
         rows, _ = await self.list_extensions()
-        return await workers.status(self.settings.amqp_url, rows)
+        found = await workers.status(self.settings.amqp_url, rows)
+        stats = await self.run_stats() if found.broker == "up" else None
+        for ext in found.extensions:
+            ext.ran_on.extend((stats or {}).get(ext.name, {}).get("workers", []))
+        return found
 
 
 def _case_names(folder: Path) -> list[str]:

@@ -35,6 +35,8 @@ class ExtensionConsumers:
     status: str
     hook: str
     queue: QueueState
+    ran_on: list[str] = field(default_factory=list)
+    """Workers (host:pid) that ran it in the last hour, from the run log."""
 
     @property
     def consumed(self) -> bool:

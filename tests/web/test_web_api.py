@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import os
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,9 @@ async def test_runs_dead_letters_replay_and_workers_from_a_real_worker(
         await wait_until(lambda: _counted(last_hour()), 20, "the run in the statistics")
         counted = await last_hour()
         assert counted["runs"] == counted["failures"] == 1 and counted["last"] == "failed"
+        status = (await client.get(f"{API}/workers")).json()
+        [ran_on] = next(e for e in status["extensions"] if e["name"] == unique)["ran_on"]
+        assert ran_on.endswith(f":{os.getpid()}")  # the in-process worker ran it
         runs = no_secret(
             await client.get(
                 f"{API}/runs", params={"extension": unique, "since": "10m"}, headers=auth_only
