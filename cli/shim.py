@@ -30,7 +30,7 @@ KVM_GROOVY = ("libvirt-vm-xml-transformer.groovy", "libvirt-vm-state-change.groo
 KVM_SHELL = "libvirt-vm-xml-transformer.sh"
 """The 4.21 agent's default shell hook name (apache/cloudstack#11965 agent log; see
 docs/kvm-agent-hooks.md). The Groovy names are AgentProperties' defaults
-(agent/src/main/java/com/cloud/agent/properties/AgentProperties.java)."""
+(agent/src/main/java/com/cloud/agent/properties/AgentProperties.java @e6b4386)."""
 DEFAULT_KVM_EXTENSION = "domain-xml"
 
 
