@@ -110,7 +110,7 @@ REGISTRY_INFO = Gauge(
     "csext_registry_info",
     "1 for the registry commit loaded (0 for one loaded before in this process).",
     ["commit"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 BROKER_CONNECTED = Gauge(
     "csext_broker_connected", "1 while connected to RabbitMQ.", multiprocess_mode="livemin"
@@ -133,12 +133,12 @@ EXTENSION_TIMEOUT = Gauge(
     "Each enabled extension's run timeout (spec.timeout or the hook's default), for alerts on "
     "run time against the deadline.",
     ["extension"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
 DEAD_LETTER_QUEUE = Gauge(
     "csext_dead_letter_queue_messages",
     "Messages waiting in csext.dead (worker and broker dead letters).",
-    multiprocess_mode="mostrecent",
+    multiprocess_mode="livemostrecent",
 )
 CIRCUIT_OPEN = Gauge(
     "csext_circuit_open",
