@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MIN_RETRY_RUN = 0.5
 """Seconds a retry needs at least before the caller's deadline, or it does not start."""
+REPLY_WAIT = 5.0
+"""Seconds a reply waits for its publishing connection to come back before the call is handed
+back to the queue."""
 
 
 class BadCall(Exception):
@@ -131,7 +134,7 @@ class RpcDelivery:
         except Exception:
             log.exception("RPC path crashed", extra={"extension": ext.name})
             reply = RpcReply.failure("internal", "the worker failed to run the call; see its log")
-        if reply is not None and not await self.reply(message, reply):
+        if reply is not None and not await self._reply_or_wait(message, reply):
             # The reply was lost (connection being restored): hand the call back, so it runs
             # again while the caller still waits, or is dropped unrun once its deadline passed.
             await settle(message.nack(requeue=True))
@@ -257,6 +260,22 @@ class RpcDelivery:
             )
         except CircuitOpen:
             return last[-1]
+
+    async def _reply_or_wait(self, message: Incoming, reply: RpcReply | bytes) -> bool:
+        """Publish the reply; if the publishing connection is being restored, wait for it (at
+        most REPLY_WAIT seconds) and publish once more. Replies go out on a connection of their
+        own (worker/app.py): without the wait, a call handed back while only that connection is
+        down would come straight back and run again, in a loop, until it is restored."""
+        if await self.reply(message, reply):
+            return True
+        channel = getattr(self._replies, "channel", None)
+        if channel is None:
+            return False
+        waited = 0.0
+        while channel.is_closed and waited < REPLY_WAIT:
+            await asyncio.sleep(0.1)
+            waited += 0.1
+        return not channel.is_closed and await self.reply(message, reply)
 
     async def reply(self, message: Incoming, reply: RpcReply | bytes) -> bool:
         """Publish `reply` (a model, or its JSON) to the caller's reply_to; False if that failed
