@@ -160,12 +160,6 @@ class DirectConsumer:
         connection log can tell which consumers came back after a reconnect)."""
         return self._tag
 
-    @property
-    def tag(self) -> str | None:
-        """The consumer tag while subscribed: a new one after each resubscribe (so the
-        connection log can tell which consumers came back after a reconnect)."""
-        return self._tag
-
     async def start(self) -> None:
         if isinstance(self._channel, aio_pika.RobustChannel):
             self._channel.reopen_callbacks.add(self._reopened)
