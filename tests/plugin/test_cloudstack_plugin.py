@@ -346,3 +346,39 @@ def test_the_doc_names_every_setting_the_plugin_reads() -> None:
         "csext.properties",
     ):
         assert setting in doc, setting
+
+
+def test_an_adapter_without_an_extension_says_no_once_and_never_encodes(stage: Stage) -> None:
+    """Not configured: logins are "not mine" (logged once: CloudStack appends unlisted
+    authenticators to its chain), 2FA is refused, the planner is FirstFit; encode() is null so
+    CloudStack always hashes new passwords with another encoder."""
+    login = {"op": "auth", "adapter": "UNSET", "username": "alice", "password": PASSWORD}
+    answers, log = drive(
+        stage.properties,
+        [
+            login,
+            login,
+            {"op": "encode", "adapter": "CSEXT", "password": PASSWORD},
+            {
+                "op": "check2fa",
+                "adapter": "UNSET",
+                "code": CODE,
+                "user": {"username": "alice", "key": RFC_KEY},
+            },
+            {
+                "op": "order",
+                "adapter": "UNSET",
+                "vm": {"type": "User", "ram_size": 512},
+                "candidates": [1, 2, 3],
+                "capacity": CAPACITY,
+            },
+        ],
+    )
+    first, second, encoded, two_factor, order = answers
+    assert (first["authenticated"], first["action"]) == (False, None)
+    assert (second["authenticated"], second["action"]) == (False, None)
+    assert encoded["encoded"] is None
+    assert two_factor["passed"] is False
+    assert order["clusters"] == [1, 2, 3]
+    about_login = [line for line in log.splitlines() if "login of user" in line]
+    assert len(about_login) == 1 and "UNSET.extension" in about_login[0], log

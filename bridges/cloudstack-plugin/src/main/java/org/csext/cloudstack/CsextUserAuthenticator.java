@@ -64,12 +64,15 @@ public class CsextUserAuthenticator extends AdapterBase implements UserAuthentic
     }
 
     /**
-     * Passwords of csext users live with the extension, so CloudStack's stored value is never
-     * checked by this authenticator; like LDAP's, the value is returned as it is.
+     * This authenticator stores nothing: the extension holds its users' secrets. CloudStack hashes a
+     * new password with the first encoder whose encode() is not null (AccountManagerImpl.createUser
+     * and updateUser loop over user.password.encoders.order), so null hands the job to the next
+     * one. (LDAP's returns the password unchanged, which would store it in clear text if LDAP came
+     * first in that order; null cannot.)
      */
     @Override
     public String encode(String password) {
-        return password;
+        return null;
     }
 
     /** The enum's one constant, found by position: its spelling has changed upstream once. */

@@ -64,6 +64,10 @@ public final class PluginDriver {
             case "auth":
                 auth(adapter, request, answer);
                 break;
+            case "encode":
+                answer.addProperty("encoded",
+                        adapter(adapter, CsextUserAuthenticator.class).encode(request.get("password").getAsString()));
+                break;
             case "check2fa":
                 check2fa(adapter, request, answer);
                 break;
