@@ -142,7 +142,7 @@ async def test_malformed_corpus(tmp_path, amqp_url, unique, report):
         async with RpcClient(amqp_url) as client:
             assert (await client.call(rpc_name, "status", {}, timeout=20)).exit_code == 0
         ran = (out / "ran").read_text().split()
-        assert ran == ["status", "status"], ran
+        assert ran == ["status", "sentinel", "status"], ran  # the warm-up, sentinel, last call
         report.check(
             "the extension never ran for any of them (expired calls dropped unrun); "
             "the worker stayed up and answers"
@@ -247,7 +247,7 @@ async def _send_corpus(amqp_url, exchange_name, unique, rpc_name, rounds, rng): 
         # replies share one channel, so they arrive in order), so no fixed wait is needed.
         await rpc.publish(
             aio_pika.Message(
-                good,
+                orjson.dumps({"action": "sentinel", "payload": {}}),
                 correlation_id="sentinel",
                 reply_to=reply_queue.name,
                 headers={c.HEADER_DEADLINE: int((time.time() + 60) * 1000)},
