@@ -92,8 +92,19 @@ def _registry(root: Path) -> Path:
     return registry
 
 
-def _stopped_worker(amqp_url: str, root: Path) -> None:
-    """Extensions whose worker ran (their queues exist) and is gone: calls wait unanswered."""
+STOPPED = ["htpasswd-stopped", "totp-stopped", "planner-stopped"]
+SERVED = [
+    "htpasswd-auth",
+    "totp-2fa",
+    "free-memory-planner",
+    "slow-auth",
+    "slow-2fa",
+    "slow-planner",
+]
+
+
+def _worker_to_stop(amqp_url: str, root: Path) -> subprocess.Popen[bytes]:
+    """A worker for STOPPED, stopped once it consumes: their queues exist, nobody answers."""
     registry = root / "stopped-registry"
     registry.mkdir()
     copy_extension("htpasswd-auth", registry, "htpasswd-stopped")
@@ -101,11 +112,7 @@ def _stopped_worker(amqp_url: str, root: Path) -> None:
     copy_extension("free-memory-planner", registry, "planner-stopped")
     settings = settings_for(amqp_url, registry, "cloudstack-events", root / "stopped")
     settings.run_dir.mkdir(parents=True)
-    worker = start_worker_process(settings, log=root / "stopped-worker.log")
-    try:
-        _wait_consumers(amqp_url, ["htpasswd-stopped", "totp-stopped", "planner-stopped"])
-    finally:
-        assert stop_process(worker) == 0
+    return start_worker_process(settings, log=root / "stopped-worker.log")
 
 
 def _start_garbler(amqp_url: str) -> subprocess.Popen[str]:
@@ -149,23 +156,16 @@ def stage(tmp_path_factory: pytest.TempPathFactory, amqp_url: str) -> Iterator[S
     jar = build_plugin()
     root = tmp_path_factory.mktemp("plugin")
     registry = _registry(root)
-    _stopped_worker(amqp_url, root)
+    to_stop = _worker_to_stop(amqp_url, root)
     settings = settings_for(amqp_url, registry, f"cloudstack-events-{uuid.uuid4().hex[:6]}", root)
     settings.run_dir.mkdir(parents=True)
     worker = start_worker_process(settings, log=root / "worker.log")
     garbler = None
     try:
-        _wait_consumers(
-            amqp_url,
-            [
-                "htpasswd-auth",
-                "totp-2fa",
-                "free-memory-planner",
-                "slow-auth",
-                "slow-2fa",
-                "slow-planner",
-            ],
-        )
+        try:
+            _wait_consumers(amqp_url, SERVED + STOPPED)
+        finally:
+            assert stop_process(to_stop) == 0
         garbler = _start_garbler(amqp_url)
         yield Stage(_properties(root, amqp_url), jar)
     finally:
