@@ -41,7 +41,8 @@ from ._plugin import (
     write_sleeper,
 )
 
-pytestmark = pytest.mark.broker
+# The first test also pays for the module set-up: the javac build and two worker start-ups.
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 PASSWORD = "wonderland"  # alice's, in the bundled users.htpasswd
 RFC_KEY = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"  # RFC 6238's secret; at T=59 the code is 287082
