@@ -116,6 +116,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # ty
         terminalreporter.write_line(f"results written to {DOC}")
 
 
+def _row_order(line: str) -> tuple[int, str, str]:
+    """Scenario number first (9 before 10), then scenario and test."""
+    scenario, test = (cell.strip() for cell in line.split("|")[1:3])
+    number = scenario.split(" ", 1)[0]
+    return (int(number) if number.isdigit() else 1_000, scenario, test)
+
+
 def _write_doc(rows: list[Row]) -> None:
     text = DOC.read_text() if DOC.exists() else f"{BEGIN}\n{END}\n"
     if BEGIN not in text or END not in text:
@@ -129,7 +136,7 @@ def _write_doc(rows: list[Row]) -> None:
             kept[cells[1].strip("`")] = line
     fresh = {row.test: row.line() for row in rows}
     merged = {**kept, **fresh}
-    order = sorted(merged.values(), key=lambda line: line.split("|")[1:3])
+    order = sorted(merged.values(), key=_row_order)
     stamp = time.strftime("%Y-%m-%d", time.gmtime())
     body = f"\nLast full run: {stamp} (`make faults`).\n\n" + HEADER + "\n".join(order) + "\n"
     DOC.write_text(head + BEGIN + body + END + tail)
