@@ -224,8 +224,9 @@ def history(store: Store, name: str | None = None, limit: int = 50) -> list[git.
     return git.log_entries(store.root, name or ".", limit)
 
 
-def diff(store: Store, name: str, rev: str | None = None) -> dict[str, Any]:
-    """The extension's changes since `rev`, as a unified diff.
+def diff(store: Store, name: str, rev: str | None = None, to: str | None = None) -> dict[str, Any]:
+    """The extension's changes since `rev` (up to commit `to`, default: the files now), as a
+    unified diff.
 
     Without `rev`: what its last commit changed, plus any uncommitted edits made by hand.
     """
@@ -235,8 +236,10 @@ def diff(store: Store, name: str, rev: str | None = None) -> dict[str, Any]:
         if not commits:
             raise CsextError(f"{name} has no history in {store.root}")
         rev = _parent_or_empty(store.root, commits[0].sha)
-    text = git.run_git(["diff", _resolve_base(store.root, rev), "--", name], store.root).stdout
-    return {"extension": name, "base": rev, "diff": text}
+    target = [git.resolve(store.root, to)] if to else []
+    args = ["diff", _resolve_base(store.root, rev), *target, "--", name]
+    text = git.run_git(args, store.root).stdout
+    return {"extension": name, "base": rev, "diff": text, **({"to": to} if to else {})}
 
 
 def _parent_or_empty(root: Path, sha: str) -> str:

@@ -181,9 +181,10 @@ async def registry_history(web: Web, limit: Annotated[int, Query(ge=1, le=500)] 
 
 
 @router.get("/extensions/{name}/diff", tags=["history"])
-async def diff(name: str, web: Web, rev: str | None = None) -> Any:
-    """What changed since `rev` (default: what the last change did)."""
-    return await web.ops.diff(name, rev)
+async def diff(name: str, web: Web, rev: str | None = None, to: str | None = None) -> Any:
+    """What changed since `rev` (default: what the last change did), up to commit `to`
+    (default: the files as they are now): the diff between any two versions."""
+    return await web.ops.diff(name, rev, to)
 
 
 @router.post("/extensions/{name}/rollback", tags=["history"])

@@ -158,13 +158,13 @@ async def extensions(
 
 @router.get("/x/{name}")
 async def extension(
-    request: Request, web: Web, session: Session, name: str, rev: str = ""
+    request: Request, web: Web, session: Session, name: str, rev: str = "", to: str = ""
 ) -> Response:
     info = await web.ops.show(name)
     history = await web.ops.history(name, 30)
     diff_error = ""
     try:
-        diff = await web.ops.diff(name, rev or None)
+        diff = await web.ops.diff(name, rev or None, to or None)
     except CsextError as exc:
         diff, diff_error = {"diff": "", "base": rev}, str(exc)
     runs, runs_error = await _runs_or_reason(web, name, 10)
@@ -178,6 +178,7 @@ async def extension(
         diff=diff,
         diff_error=diff_error,
         rev=rev,
+        to=to,
         runs=runs,
         runs_error=runs_error,
     )

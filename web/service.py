@@ -134,8 +134,10 @@ class Operations:
         commits = await run_in_threadpool(query.history, self.store(), name, limit)
         return [asdict(c) for c in commits]
 
-    async def diff(self, name: str, rev: str | None = None) -> dict[str, Any]:
-        return await run_in_threadpool(query.diff, self.store(), name, rev)
+    async def diff(
+        self, name: str, rev: str | None = None, to: str | None = None
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(query.diff, self.store(), name, rev, to)
 
     # --- changing the store (one commit each, then the reload broadcast) -------------------
 

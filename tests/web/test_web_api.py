@@ -162,6 +162,11 @@ async def test_edit_validate_enable_disable_rollback_remove(
     first = history[-1]["sha"]
     since = (await client.get(f"{API}/extensions/alpha/diff", params={"rev": first})).json()
     assert 'echo \'{"status":"success"}\'' in since["diff"]
+    between = await client.get(
+        f"{API}/extensions/alpha/diff", params={"rev": first, "to": saved.json()["commit"]}
+    )
+    assert "success" in between.json()["diff"] and between.json()["to"] == saved.json()["commit"]
+    assert "enabled: true" not in between.json()["diff"]  # the enable came after that version
     back = await client.post(
         f"{API}/extensions/alpha/rollback", json={"rev": first}, headers=api_headers
     )
