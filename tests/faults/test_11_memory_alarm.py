@@ -24,6 +24,7 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
+from private_broker import PrivateBroker, available, private_broker
 from workerkit import settings_for, write_extension
 
 from csext.worker.amqp import names as c
@@ -31,7 +32,6 @@ from csext.worker.amqp import topology
 from csext.worker.runtimes.environment import event_key
 
 from ._kit import consumers_at_least, publish_many, start_worker, stop, wait_for
-from ._node import Node, available
 from .conftest import FULL, size
 
 SCENARIO = "11 memory alarm"
@@ -47,16 +47,14 @@ echo '{"status":"success","message":"up"}'
 
 
 @pytest.fixture(scope="module")
-def node() -> Iterator[Node]:
-    why = available()
-    if why:
+def node() -> Iterator[PrivateBroker]:
+    """A node of this test's own (tests/private_broker.py): the alarm blocks every publisher
+    on its node, so never the shared broker."""
+    ready, why = available()
+    if not ready:
         pytest.skip(why)
-    broker = Node()
-    broker.start()
-    try:
+    with private_broker() as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def lines(path: Path) -> list[str]:
@@ -197,7 +195,7 @@ def keys_of(keyed: list[tuple[str, bytes]]) -> list[str]:
     return [event_key(key, body) for key, body in keyed]
 
 
-def connection_states(node: Node) -> dict[str, str]:
+def connection_states(node: PrivateBroker) -> dict[str, str]:
     """The state RabbitMQ gives the worker's two connections (running, blocking: not blocked
     yet as it did not publish, blocked: not read until the alarm clears)."""
     states = {}
@@ -210,11 +208,11 @@ def connection_states(node: Node) -> dict[str, str]:
     return states
 
 
-def _alarmed(node: Node) -> bool:
+def _alarmed(node: PrivateBroker) -> bool:
     return "memory" in node.ctl("eval", "rabbit_alarm:get_alarms().")
 
 
-def _queue_empty(node: Node, extension: str) -> bool:
+def _queue_empty(node: PrivateBroker, extension: str) -> bool:
     """Ready and unacked messages of the events queue are both 0."""
     listed = node.ctl("list_queues", "name", "messages")
     for line in listed.splitlines():
