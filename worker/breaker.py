@@ -217,6 +217,8 @@ class Breaker:
     def disable(self) -> None:
         """The breaker left the manifest: held events run."""
         self._disabled = True
+        if self._opened_at is not None:
+            metrics.circuit_changed(self.name, False)
         self._notify()
 
     def stop(self) -> None:
