@@ -68,6 +68,14 @@ async def test_one_trial_after_the_cooldown_decides() -> None:
     assert b.state is State.CLOSED and b.admit() is RUN
 
 
+async def test_a_breaker_taken_out_of_the_manifest_lets_everything_run() -> None:
+    b, _clock = breaker(failures=1)
+    b.record(RUN, TIMEOUT)
+    assert b.state is State.OPEN
+    b.disable()
+    assert b.state is State.CLOSED and b.admit() is RUN  # retries run again, no hold loop
+
+
 async def test_an_abandoned_trial_lets_the_next_run_be_the_trial() -> None:
     b, clock = breaker(failures=1, cooldown=1)
     b.record(RUN, TIMEOUT)

@@ -115,7 +115,7 @@ class Breaker:
 
     @property
     def state(self) -> State:
-        if self._opened_at is None:
+        if self._opened_at is None or self._disabled:
             return State.CLOSED
         if self._clock() - self._opened_at < self.policy.cooldown:
             return State.OPEN
