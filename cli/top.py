@@ -189,6 +189,7 @@ def _once(amqp_url: str, window: float, urls: list[str], source: str) -> None:
 
 
 async def _live(amqp_url: str, window: float, urls: list[str], source: str) -> None:
+    """Redraw in place on a terminal; elsewhere (a pipe, a log) print one frame a second."""
     from rich.live import Live
 
     from csext.worker.amqp.runwatch import follow_runs
@@ -196,8 +197,13 @@ async def _live(amqp_url: str, window: float, urls: list[str], source: str) -> N
     records: deque[dict[str, Any]] = deque()
     stop = asyncio.Event()
     follower = asyncio.create_task(follow_runs(amqp_url, window, records.extend, stop))
+    console = _console()
     try:
-        with Live(console=_console(), auto_refresh=False, screen=False) as live:
+        with (
+            Live(console=console, auto_refresh=False)
+            if console.is_terminal
+            else _Printer(console) as live
+        ):
             while not follower.done():
                 now = time.time()
                 while records and records[0].get("finished_at", 0) < now - window:
@@ -209,3 +215,20 @@ async def _live(amqp_url: str, window: float, urls: list[str], source: str) -> N
     finally:
         stop.set()
         await asyncio.gather(follower, return_exceptions=False)
+
+
+class _Printer:
+    """Live's interface for a console that is not a terminal: print every frame."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def __enter__(self) -> _Printer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, table: Table, refresh: bool = False) -> None:
+        self._console.print(table)
+        self._console.file.flush()

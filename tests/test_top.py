@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -116,3 +117,50 @@ def test_summarize_window_percentiles_and_operator_records():
     assert rows["b"].runs == 1 and rows["b"].p50_ms is None, "unrun calls have no run time"
     assert rows["c"].runs == 0 and rows["c"].in_flight == 2
     assert percentile([], 0.5) is None and percentile([7], 0.99) == 7
+
+
+async def test_top_live_follows_new_runs_and_stops_on_ctrl_c(
+    tmp_path: Path, amqp_url: str, unique: str
+):
+    name = f"{unique}-live"
+    registry = tmp_path / "registry"
+    write_extension(registry, name, ECHO, hook="orchestrator", patterns=[])
+    settings = settings_for(amqp_url, registry, f"{unique}-ex", tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CSEXT_")}
+    lines: list[str] = []
+    async with running_worker(settings), RpcClient(amqp_url) as client:
+        viewer = subprocess.Popen(
+            [sys.executable, "-m", "csext.cli", "top", "--window", "5m", "--amqp-url", amqp_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        reader = asyncio.get_running_loop().run_in_executor(None, _read_all, viewer, lines)
+        try:
+            await wait_until(
+                lambda: sum("csext top:" in line for line in lines) >= 2, 60, "two frames"
+            )
+            for _ in range(3):
+                assert (await client.call(name, "status", timeout=20)).exit_code == 0
+
+            def counted() -> bool:
+                rows = [line for line in lines if name in line]
+                return bool(rows) and row(rows[-1], name)[2] == "3"
+
+            await wait_until(counted, 30, "a frame with the 3 new runs")
+        finally:
+            viewer.send_signal(signal.SIGINT)
+            code = await asyncio.to_thread(viewer.wait, 30)
+            await reader
+            assert viewer.stdout is not None and viewer.stderr is not None
+            errors = viewer.stderr.read()
+            viewer.stdout.close()
+            viewer.stderr.close()
+    assert code == 0, errors
+
+
+def _read_all(proc: subprocess.Popen[str], lines: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
