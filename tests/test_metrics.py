@@ -240,3 +240,47 @@ def test_docs_dashboard_and_alerts_use_only_real_metrics():
     assert len(defined) > 20
     undocumented = [name for name in defined if f"`{name}" not in operations]
     assert not undocumented, f"metrics missing from docs/operations.md: {undocumented}"
+
+
+CRASHY = """#!/usr/bin/python3
+import json, os, sys
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["action"] == "crash":
+        os._exit(3)
+    print(json.dumps({"id": req["id"], "exit_code": 0, "stdout": "ok"}), flush=True)
+"""
+
+
+async def test_coprocess_starts_crashes_and_recycles_are_counted(tmp_path: Path, unique: str):
+    from prometheus_client import REGISTRY
+
+    from csext.worker.runtimes.coprocess import CoprocessLimits, CoprocessRuntime
+    from csext.worker.runtimes.runner import RunRequest
+
+    entry = tmp_path / "run"
+    entry.write_text(CRASHY)
+    entry.chmod(0o755)
+
+    def count(name: str) -> float:
+        return REGISTRY.get_sample_value(name, {"extension": unique}) or 0.0
+
+    runtime = CoprocessRuntime(CoprocessLimits(max_requests=2, kill_grace=0.5))
+
+    async def call(action: str) -> int | None:
+        request = RunRequest(
+            entrypoint=entry, action=action, payload=b"{}", timeout=10, env={}, cwd=tmp_path
+        )
+        return (await runtime.run(unique, request, concurrency=1)).exit_code
+
+    try:
+        assert [await call("ok") for _ in range(3)] == [0, 0, 0]
+        assert count("csext_coprocess_starts_total") == 2, "recycled after 2 answers"
+        assert count("csext_coprocess_recycles_total") == 1
+        assert count("csext_coprocess_crashes_total") == 0
+        assert await call("crash") == 3
+        assert count("csext_coprocess_crashes_total") == 1
+        spawned = {"extension": unique, "runtime": "coprocess"}
+        assert REGISTRY.get_sample_value("csext_spawn_seconds_count", spawned) == 2
+    finally:
+        await runtime.aclose()
