@@ -255,3 +255,32 @@ def test_report_finds_the_fleet_commit_and_the_targets():
     assert canary.promote_target() == "B" and canary.rollback_target() == "A"
     other = FleetReport([{**_w("a", "A"), "extensions": {"x": "2.0.0"}}, _w("b", "A")])
     assert not other.consistent  # same commit, different extensions (a local edit)
+
+
+def test_follower_validates_with_this_hosts_secrets(tmp_path):
+    """A commit whose extension needs a secret this host lacks is refused, with the reason;
+    with the secret, the same commit is checked out and the registry link swapped to it."""
+    from csext.schemas.errors import ConfigError
+    from csext.worker.follow import RegistryFollower
+
+    remote = Remote(tmp_path)
+    folder = write_extension(
+        remote.work, "s", ECHO.format(version="1"), hook="orchestrator", patterns=[]
+    )
+    manifest = yaml.safe_load((folder / "extension.yaml").read_text())
+    manifest["spec"]["secrets"] = ["TOKEN"]
+    (folder / "extension.yaml").write_text(yaml.safe_dump(manifest))
+    git(remote.work, "add", "-A")
+    git(remote.work, "commit", "--quiet", "-m", "s")
+    git(remote.work, "push", "--quiet", "origin", "main")
+    commit = git(remote.work, "rev-parse", "HEAD")
+    link = tmp_path / "host" / "registry"
+    link.parent.mkdir()
+    lacking = RegistryFollower(f"{remote.bare}@main", link, lambda: {})
+    with pytest.raises(ConfigError, match="TOKEN"):
+        lacking.prepare()
+    assert not link.exists()
+    having = RegistryFollower(f"{remote.bare}@main", link, lambda: {"s": {"TOKEN": "x"}})
+    having.prepare()
+    assert link.is_symlink() and link.resolve().name == commit
+    assert (link / "s" / "run").stat().st_mode & 0o111  # executable bits survive the checkout

@@ -46,6 +46,7 @@ from csext.schemas.rpc import RpcReply
 from csext.store.compat import csext_version
 from csext.store.git import head
 from csext.store.registry import RegistryView
+from csext.store.secrets import load_secrets, secrets_path
 from csext.worker.amqp import names as c
 from csext.worker.amqp import topology
 from csext.worker.amqp.records import WORKER_ID
@@ -75,7 +76,7 @@ class FleetMember:
         self._reload = reload
         self._started = time.monotonic()
         self.follower = (
-            RegistryFollower(settings.registry_remote, settings.registry)
+            RegistryFollower(settings.registry_remote, settings.registry, self._secrets)
             if settings.registry_remote
             else None
         )
@@ -84,6 +85,11 @@ class FleetMember:
         self._bound: set[str] = set()
         self._enabled: set[str] | None = None
         """Enabled names at the last `routes` (None before the first)."""
+
+    def _secrets(self) -> dict[str, dict[str, str]]:
+        """This host's extension secrets, for validating a commit before switching to it."""
+        path = secrets_path(self._settings.secrets_file, self._settings.registry)
+        return load_secrets(path)
 
     async def prepare(self) -> None:
         """Before the first registry load: clone or update the remote registry (if any)."""

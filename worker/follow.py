@@ -30,7 +30,7 @@ import os
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -66,8 +66,14 @@ class FollowState:
 class RegistryFollower:
     """The worker's copy of the shared registry; blocking (git): call it from a thread."""
 
-    def __init__(self, remote: str, link: Path) -> None:
+    def __init__(
+        self,
+        remote: str,
+        link: Path,
+        secrets: Callable[[], dict[str, dict[str, str]]] | None = None,
+    ) -> None:
         self.url, self.branch = split_remote(remote)
+        self._secrets = secrets or dict
         self.link = link.absolute()
         self.home = self.link.parent / f".{self.link.name}.csext"
         self.mirror = self.home / "mirror.git"
@@ -183,8 +189,10 @@ class RegistryFollower:
         return tree
 
     def _validate(self, tree: Path) -> None:
-        """Every manifest of the commit must load: a broken one stops the whole update."""
-        view = load_registry(tree, {})
+        """Every extension of the commit must load on this host, with this host's secrets: a
+        broken manifest, or a secret the commit needs and this host lacks, stops the update
+        (add the secret first, then sync again)."""
+        view = load_registry(tree, self._secrets())
         if view.broken:
             problems = "; ".join(f"{name}: {b.message}" for name, b in sorted(view.broken.items()))
             raise ConfigError(f"commit {tree.name[:12]} has invalid extensions ({problems})")
