@@ -101,7 +101,7 @@ def read_json(source: str, what: str) -> Any:
 def worker(
     registry: Path | None = typer.Option(None, help="Extensions directory [env CSEXT_REGISTRY]"),
     registry_remote: str | None = typer.Option(
-        None, help="Follow this Git registry, URL[@BRANCH] [env CSEXT_REGISTRY_REMOTE]"
+        None, help="Follow this Git registry: URL or URL@BRANCH (env CSEXT_REGISTRY_REMOTE)"
     ),
     amqp_url: str | None = typer.Option(None, help="RabbitMQ URL [env CSEXT_AMQP_URL]"),
     concurrency: int | None = typer.Option(None, help="Runs at once per process"),
