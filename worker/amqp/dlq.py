@@ -20,7 +20,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -139,6 +139,31 @@ async def _open(
     return connection, channel, queue, min(count, SCAN_LIMIT)
 
 
+async def _each_dead_letter(
+    amqp_url: str,
+    handle: Callable[[AbstractChannel, History, AbstractIncomingMessage], Awaitable[bool]],
+) -> None:
+    """Hand each dead letter the queue held at the start to `handle`, one at a time (aio-pika
+    may run callbacks concurrently: a replay or purge could otherwise return before its work
+    was done), with the run history open. `handle` returns True to stop early; what it does
+    not ack stays in the queue (released when the channel closes)."""
+    connection, channel, queue, total = await _open(amqp_url)
+    async with connection:
+        history = await History.open(connection)
+        seen = 0
+        one_at_a_time = asyncio.Lock()
+
+        async def on_message(message: AbstractIncomingMessage) -> bool:
+            nonlocal seen
+            async with one_at_a_time:
+                stop = await handle(channel, history, message)
+                seen += 1
+                return stop or seen >= total
+
+        if total:
+            await consume_until_quiet(queue, on_message)
+
+
 async def list_dead(amqp_url: str, match: Matcher, limit: int = 50) -> list[dict[str, Any]]:
     """The first `limit` matching dead letters, left in place."""
     found: list[DeadLetterInfo] = []
@@ -171,21 +196,14 @@ class ReplayReport:
 async def replay_dead(amqp_url: str, match: Matcher, limit: int | None = None) -> ReplayReport:
     """Put matching dead letters back into their original queues; others stay."""
     report = ReplayReport()
-    connection, channel, queue, total = await _open(amqp_url)
-    async with connection:
-        history = await History.open(connection)
-        seen = 0
-        one_at_a_time = asyncio.Lock()  # aio-pika may run callbacks concurrently
 
-        async def on_message(message: AbstractIncomingMessage) -> bool:
-            nonlocal seen
-            async with one_at_a_time:
-                await _replay_one(channel, history, message, match, report, limit)
-                seen += 1
-            return seen >= total or (limit is not None and report.replayed >= limit)
+    async def replay(
+        channel: AbstractChannel, history: History, message: AbstractIncomingMessage
+    ) -> bool:
+        await _replay_one(channel, history, message, match, report, limit)
+        return limit is not None and report.replayed >= limit
 
-        if total:
-            await consume_until_quiet(queue, on_message)
+    await _each_dead_letter(amqp_url, replay)
     return report
 
 
@@ -365,23 +383,16 @@ async def purge_dead(
     given); every other dead letter stays. Each is written to the run history first."""
     report = PurgeReport()
     cutoff = None if older_than is None else (now or time.time()) - older_than
-    connection, _, queue, total = await _open(amqp_url)
-    async with connection:
-        history = await History.open(connection)
-        seen = 0
-        one_at_a_time = asyncio.Lock()  # aio-pika may run callbacks concurrently
 
-        async def on_message(message: AbstractIncomingMessage) -> bool:
-            nonlocal seen
-            async with one_at_a_time:
-                info = describe(message)
-                if match(info):
-                    await _purge_one(history, message, info, cutoff, report)
-                seen += 1
-                return seen >= total
+    async def purge(
+        _channel: AbstractChannel, history: History, message: AbstractIncomingMessage
+    ) -> bool:
+        info = describe(message)
+        if match(info):
+            await _purge_one(history, message, info, cutoff, report)
+        return False
 
-        if total:
-            await consume_until_quiet(queue, on_message)
+    await _each_dead_letter(amqp_url, purge)
     return report
 
 
