@@ -1,7 +1,8 @@
 """Scenario 2: the broker restarts (`rabbitmqctl stop_app` / `start_app`) under load.
 
-This is the machine's shared RabbitMQ: the outage is kept short and `start_app` always runs
-(in a `finally`). The worker process must reconnect by itself and consume again; no event the
+The broker restarted is a node of this test's own (tests/private_broker.py), never the shared
+one every other test (and other sessions on this machine) uses; `start_app` always runs (in a
+`finally`). The worker process must reconnect by itself and consume again; no event the
 publisher had confirmed may be lost; RPC callers get a reply or a clear error, never a hang
 past their deadline.
 """
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
+from private_broker import PrivateBroker, available, private_broker
 from workerkit import settings_for, write_extension
 
 from csext.schemas.errors import CsextError
@@ -43,15 +45,21 @@ echo '{{"status":"success"}}'
 """
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+@pytest.fixture(scope="module")
+def node() -> Iterator[PrivateBroker]:
+    ready, why = available()
+    if not ready:
+        pytest.skip(why)
+    with private_broker() as broker:
+        yield broker
 
 
 def lines(path: Path) -> set[str]:
     return set(path.read_text().split()) if path.exists() else set()
 
 
-async def test_broker_restart_under_load(tmp_path, amqp_url, unique, report):
+async def test_broker_restart_under_load(tmp_path, node, unique, report):
+    amqp_url = node.url
     events = size(200, 2000)
     registry, out = tmp_path / "registry", tmp_path / "out"
     registry.mkdir()
@@ -85,10 +93,10 @@ async def test_broker_restart_under_load(tmp_path, amqp_url, unique, report):
         stopping = asyncio.Event()
         caller = asyncio.create_task(_keep_calling(amqp_url, rpc_name, calls, stopping))
         try:
-            await asyncio.to_thread(rabbitmqctl, "stop_app")
+            await asyncio.to_thread(node.stop_app)
             await asyncio.sleep(OUTAGE)
         finally:
-            await asyncio.to_thread(rabbitmqctl, "start_app")
+            await asyncio.to_thread(node.start_app)
         restarted = time.monotonic()
         for queue in queues:
             await wait_for(
