@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -17,8 +18,10 @@ import aio_pika
 import yaml
 from aio_pika.abc import AbstractIncomingMessage
 
+from csext.schemas.errors import CsextError
 from csext.worker.amqp import names as c
 from csext.worker.amqp import topology
+from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.app import Worker
 from csext.worker.settings import Settings
 
@@ -237,3 +240,39 @@ async def consumers_at_least(amqp_url: str, queue: str, count: int) -> bool:
 
 async def consumers_at_most(amqp_url: str, queue: str, count: int) -> bool:
     return await queue_consumers(amqp_url, queue) <= count
+
+
+async def keep_calling(
+    urls: str,
+    name: str,
+    calls: list[tuple[float, str]],
+    stopping: asyncio.Event,
+    timeout: float,
+) -> None:
+    """Call RPC extension `name` every 0.2 s until `stopping` is set, through an outage;
+    record each call's duration and outcome ("reply", a csext error's class name, or
+    "unclear ..." for anything else, which the broker-outage scenarios fail on)."""
+    client: RpcClient | None = None
+    while not stopping.is_set():
+        started = time.monotonic()
+        try:
+            if client is None:
+                client = RpcClient(urls)
+                await client.connect(timeout=timeout)
+            reply = await client.call(name, "status", {}, timeout=timeout)
+            outcome = "reply" if reply.exit_code == 0 else f"error reply {reply.error}"
+        except CsextError as exc:
+            outcome = type(exc).__name__
+            client = await _drop(client)
+        except Exception as exc:  # not a clear error: recorded, and the test fails on it
+            outcome = f"unclear {type(exc).__name__}: {exc} {traceback.format_exc()}"
+            client = await _drop(client)
+        calls.append((time.monotonic() - started, outcome))
+        await asyncio.sleep(0.2)
+    await _drop(client)
+
+
+async def _drop(client: RpcClient | None) -> None:
+    if client is not None:
+        with suppress(Exception):
+            await asyncio.wait_for(client.close(), 5)

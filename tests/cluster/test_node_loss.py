@@ -16,10 +16,8 @@ docs/reliability.md between the cluster markers.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +27,7 @@ import pytest
 from workerkit import (
     consumers_at_least,
     delete_extension_queues,
+    keep_calling,
     settings_for,
     start_worker_process,
     stop_process,
@@ -36,10 +35,8 @@ from workerkit import (
     write_extension,
 )
 
-from csext.schemas.errors import CsextError
 from csext.worker.amqp import names as c
 from csext.worker.amqp import topology
-from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.runtimes.environment import event_key
 
 from .conftest import Cluster
@@ -147,7 +144,7 @@ async def test_queue_leader_node_lost_mid_run(tmp_path: Path, cluster: Cluster, 
         stopping = asyncio.Event()
         # the caller prefers the doomed node: its calls in flight see the node go
         caller = asyncio.create_task(
-            _keep_calling(cluster.urls_from(leader), rpc_name, calls, stopping)
+            keep_calling(cluster.urls_from(leader), rpc_name, calls, stopping, CALL_TIMEOUT)
         )
         await asyncio.wait_for(third.wait(), 120)
         done_before = len(_lines(out / "done"))
@@ -203,37 +200,6 @@ async def test_queue_leader_node_lost_mid_run(tmp_path: Path, cluster: Cluster, 
 
 def _lines(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
-
-
-async def _keep_calling(
-    urls: str, name: str, calls: list[tuple[float, str]], stopping: asyncio.Event
-) -> None:
-    """Call the RPC extension until told to stop; each call's duration and outcome."""
-    client: RpcClient | None = None
-    while not stopping.is_set():
-        started = time.monotonic()
-        try:
-            if client is None:
-                client = RpcClient(urls)
-                await client.connect(timeout=CALL_TIMEOUT)
-            reply = await client.call(name, "status", {}, timeout=CALL_TIMEOUT)
-            outcome = "reply" if reply.exit_code == 0 else f"error reply {reply.error}"
-        except CsextError as exc:
-            outcome = type(exc).__name__
-            client = await _drop(client)
-        except Exception as exc:  # not a clear error: recorded, and the test fails on it
-            outcome = f"unclear {type(exc).__name__}: {exc} {traceback.format_exc()}"
-            client = await _drop(client)
-        calls.append((time.monotonic() - started, outcome))
-        await asyncio.sleep(0.2)
-    await _drop(client)
-
-
-async def _drop(client: RpcClient | None) -> None:
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), 5)
-    return None
 
 
 def _record(**figures: object) -> None:

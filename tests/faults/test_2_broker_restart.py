@@ -10,20 +10,16 @@ past their deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 from private_broker import PrivateBroker, available, private_broker
-from workerkit import settings_for, write_extension
+from workerkit import keep_calling, settings_for, write_extension
 
-from csext.schemas.errors import CsextError
 from csext.worker.amqp import names as c
-from csext.worker.amqp.rpc_client import RpcClient
 from csext.worker.runtimes.environment import event_key
 
 from ._kit import consumers_at_least, delete_queues, publish_many, start_worker, stop, wait_for
@@ -91,7 +87,9 @@ async def test_broker_restart_under_load(tmp_path, node, unique, report):
         assert await publish_many(amqp_url, settings.cloudstack_exchange, keyed[:half]) == half
         await wait_for(lambda: len(lines(out / "done")) >= half // 4, 60, "some events done")
         stopping = asyncio.Event()
-        caller = asyncio.create_task(_keep_calling(amqp_url, rpc_name, calls, stopping))
+        caller = asyncio.create_task(
+            keep_calling(amqp_url, rpc_name, calls, stopping, CALL_TIMEOUT)
+        )
         try:
             await asyncio.to_thread(node.stop_app)
             await asyncio.sleep(OUTAGE)
@@ -129,34 +127,3 @@ async def test_broker_restart_under_load(tmp_path, node, unique, report):
             caller.cancel()
         stop(worker)
         await delete_queues(amqp_url, unique, rpc_name)
-
-
-async def _keep_calling(
-    amqp_url: str, name: str, calls: list[tuple[float, str]], stopping: asyncio.Event
-) -> None:
-    """Call the RPC extension until told to stop; record each call's duration and outcome."""
-    client: RpcClient | None = None
-    while not stopping.is_set():
-        started = time.monotonic()
-        try:
-            if client is None:
-                client = RpcClient(amqp_url)
-                await client.connect(timeout=CALL_TIMEOUT)
-            reply = await client.call(name, "status", {}, timeout=CALL_TIMEOUT)
-            outcome = "reply" if reply.exit_code == 0 else f"error reply {reply.error}"
-        except CsextError as exc:
-            outcome = type(exc).__name__
-            client = await _drop(client)
-        except Exception as exc:  # anything else is not a clear error: recorded, then failed
-            outcome = f"unclear {type(exc).__name__}: {exc} {traceback.format_exc()}"
-            client = await _drop(client)
-        calls.append((time.monotonic() - started, outcome))
-        await asyncio.sleep(0.2)
-    await _drop(client)
-
-
-async def _drop(client: RpcClient | None) -> None:
-    if client is not None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.close(), 5)
-    return None
