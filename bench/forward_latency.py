@@ -118,18 +118,19 @@ def measure(amqp_url: str, runs: int, show: bool = True) -> dict[str, list[float
         finally:
             worker.terminate()
             worker.wait(30)
-            asyncio.run(cleanup(amqp_url, name))
+            asyncio.run(cleanup(amqp_url, [name], name))
     return results
 
 
-async def cleanup(amqp_url: str, name: str) -> None:
-    """Remove the queues and the exchange the worker declared for this run."""
+async def cleanup(amqp_url: str, names: list[str], exchange: str) -> None:
+    """Remove the extensions' queues and the exchange the worker declared for this run."""
     connection = await aio_pika.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
-        for queue in (f"csext.ext.{name}.events", f"csext.ext.{name}.rpc"):
-            await channel.queue_delete(queue)
-        await channel.exchange_delete(name)
+        for name in names:
+            for queue in (f"csext.ext.{name}.events", f"csext.ext.{name}.rpc"):
+                await channel.queue_delete(queue)
+        await channel.exchange_delete(exchange)
 
 
 def main() -> None:

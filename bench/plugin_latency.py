@@ -29,11 +29,11 @@ import time
 import uuid
 from pathlib import Path
 
-import aio_pika
 import yaml
 
 from csext.worker.settings import DEFAULT_PATH
 
+from .forward_latency import cleanup
 from .stats import percentile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -224,16 +224,6 @@ def measure(amqp_url: str, runs: int) -> list[str]:
             worker.wait(30)
             asyncio.run(cleanup(amqp_url, [noop, real], f"bench-{tag}"))
     return lines
-
-
-async def cleanup(amqp_url: str, names: list[str], exchange: str) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in names:
-            for queue in (f"csext.ext.{name}.events", f"csext.ext.{name}.rpc"):
-                await channel.queue_delete(queue)
-        await channel.exchange_delete(exchange)
 
 
 def main() -> None:
